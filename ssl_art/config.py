@@ -1,0 +1,372 @@
+"""One config schema for every entry point: frozen dataclasses, YAML files and dotted CLI overrides.
+
+``load_config(PretrainConfig, ["--config", "configs/pretrain/simclr.yaml", "optim.lr=0.1"])`` merges the dataclass
+defaults, the YAML file and the overrides, in that order. Unknown keys and values of the wrong type raise
+:class:`ConfigError` naming the key and the valid choices, so a typo never silently trains the wrong model (the
+nanoGPT configurator idea, made strict and nested). ``data``, ``optim``, ``run`` and ``dist`` are defined once and
+shared by the pretrain, linear and finetune configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the key and the fix."""
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class AugCfg:
+    """Multi-view augmentation. ``preset='art'`` keeps colour statistics (no jitter, no grayscale): colour *is* style."""
+
+    preset: str = "simclr"  # simclr | art | none (eval-style resize + centre crop)
+    min_scale: float = 0.25  # RandomResizedCrop lower scale bound; art keeps more of the canvas (texture context)
+    hflip_prob: float = 0.5
+    color_jitter_prob: float = 0.8  # ignored by preset=art
+    color_jitter_strength: float = 0.5  # brightness/contrast/saturation = 0.8*s, hue = 0.2*s (SimCLR)
+    grayscale_prob: float = 0.2  # ignored by preset=art
+    blur_prob: float = 0.0  # Gaussian blur destroys brush texture; off by default
+    n_views: int = 2
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """Where the images come from and how they are batched."""
+
+    path: str = ""  # folder, ImageFolder tree or CSV manifest; "" = embedded synthetic collection
+    format: str = "auto"  # auto | folder | imagefolder | csv
+    label_column: str = "label"  # CSV column (or 'label' for an ImageFolder tree) used as the class
+    root: str = ""  # base folder for relative CSV paths; "" = the CSV's own folder
+    image_size: int = 112
+    batch_size: int = 64
+    num_workers: int = 2
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    max_bad_fraction: float = 0.05  # stop with a clear error when more of the collection is unreadable
+    max_image_pixels: int = 178_956_970  # decompression-bomb guard (PIL's default limit)
+    synthetic_size: int = 1400  # images in the embedded synthetic collection
+    synthetic_image_size: int = 64  # side of the generated images
+    aug: AugCfg = field(default_factory=AugCfg)
+
+
+@dataclass(frozen=True)
+class GramCfg:
+    """Learnable Gram-matrix style head (issue 4)."""
+
+    enabled: bool = False
+    layers: tuple[int, ...] = (2, 3)  # indices into the backbone's intermediate maps
+    rank: int = 32  # learnable 1x1 projection to r channels -> r x r Gram
+    out_dim: int = 128
+
+
+@dataclass(frozen=True)
+class FusionCfg:
+    """Multi-scale attention fusion of intermediate maps (issue 4)."""
+
+    enabled: bool = False
+    dim: int = 256  # common width each scale is projected to
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Backbone and heads. ``models/build.py`` is the only place these become constructor kwargs."""
+
+    backbone: str = "resnet18"  # any timm model name
+    pretrained: bool = False  # timm hub weights; needs network access
+    init_checkpoint: str = ""  # local file with backbone weights (timm or ssl_art checkpoint)
+    n_intermediates: int = 4  # how many intermediate maps the backbone exposes (stages / evenly spaced blocks)
+    proj_hidden_dim: int = 512
+    proj_out_dim: int = 128
+    fusion: FusionCfg = field(default_factory=FusionCfg)
+    gram: GramCfg = field(default_factory=GramCfg)
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    """Weighted sum of named loss terms (issue 4). SimCLR uses only ``ntxent``."""
+
+    temperature: float = 0.2  # NT-Xent / InfoNCE temperature
+    w_ntxent: float = 1.0
+    w_gram: float = 0.0  # contrastive loss between the two views' Gram style embeddings
+    w_distill: float = 0.0  # teacher -> student multi-layer distillation
+    distill_layers: tuple[int, ...] = (1, 2, 3)
+    distill_layer_weights: tuple[float, ...] = (0.25, 0.5, 1.0)
+    w_soft: float = 0.0  # similarity-weighted soft positives (SCE-style)
+    soft_lambda: float = 0.5
+    soft_tau: float = 0.1
+    soft_tau_t: float = 0.05
+    queue_size: int = 4096
+    ema_momentum: float = 0.996  # start; cosine schedule to ema_momentum_end
+    ema_momentum_end: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    """Optimiser and schedules (per-step warmup + cosine)."""
+
+    name: str = "adamw"  # adamw | sgd | lars
+    lr: float = 1e-3  # base lr for batch 256; scaled linearly by batch_size / 256
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd / lars
+    epochs: int = 10
+    max_steps: int = 0  # > 0 stops after this many steps (wins over epochs)
+    warmup_epochs: float = 1.0
+    clip_grad: float = 3.0  # 0 disables
+    accum_steps: int = 1
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    """Run directory, checkpointing, logging, device and reproducibility."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    amp: str = "auto"  # auto | off | bf16 | fp16 (auto = bf16 on CUDA, off elsewhere)
+    deterministic: bool = False
+    resume: bool = False  # continue from <output_dir>/checkpoints/last.pt
+    overwrite: bool = False  # allow writing into a non-empty output_dir without resume
+    ckpt_every_steps: int = 0  # 0 = once per epoch only
+    keep_last: int = 2
+    log_every: int = 10
+    time_budget_s: float = 0.0  # > 0 stops training after this wall-clock time (equal-budget benchmarks)
+    max_nonfinite: int = 5  # stop after this many non-finite steps in a row
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class DistCfg:
+    """torch.distributed; a single process needs nothing here."""
+
+    backend: str = "auto"  # auto | nccl | gloo
+    gather: bool = True  # gather embeddings across ranks for contrastive negatives
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    """Frozen-feature evaluation: FAISS kNN and a linear probe."""
+
+    checkpoint: str = ""  # ssl_art checkpoint; "" = random init (still useful as a baseline)
+    train_path: str = ""  # labelled collection; "" = the embedded synthetic collection
+    eval_path: str = ""  # "" = stratified k-fold CV on train_path
+    folds: int = 5
+    knn_k: int = 20
+    knn_t: float = 0.07
+    linear_epochs: int = 100
+    linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
+    linear_wds: tuple[float, ...] = (0.0, 1e-4)
+    compare_random: bool = True  # also evaluate a randomly initialised backbone
+    embedding: str = "auto"  # auto | pooled | fused | gram
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``main_pretrain.py``."""
+
+    method: str = "simclr"  # simclr | art_ssl
+    data: DataCfg = field(default_factory=DataCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    run: RunCfg = field(default_factory=RunCfg)
+    dist: DistCfg = field(default_factory=DistCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)  # used by `make demo` after pretraining
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """``main_linear.py``."""
+
+    data: DataCfg = field(default_factory=DataCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    run: RunCfg = field(default_factory=lambda: RunCfg(output_dir="runs/linear"))
+    dist: DistCfg = field(default_factory=DistCfg)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+T = TypeVar("T")
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("simclr", "art_ssl"),
+    "data.format": ("auto", "folder", "imagefolder", "csv"),
+    "data.aug.preset": ("simclr", "art", "none"),
+    "optim.name": ("adamw", "sgd", "lars"),
+    "run.device": ("auto", "cpu", "cuda", "mps"),
+    "run.amp": ("auto", "off", "bf16", "fp16"),
+    "dist.backend": ("auto", "nccl", "gloo"),
+    "eval.embedding": ("auto", "pooled", "fused", "gram"),
+}
+
+
+def register_choices(key: str, choices: tuple[str, ...]) -> None:
+    """Declare the valid values of a string option (checked on load); used by configs defined elsewhere."""
+    _CHOICES[key] = choices
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        elem = args[0]
+        return tuple(_coerce(key, v, elem) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is str and value is None:
+        return ""
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """Instantiate dataclass ``cls`` from a nested dict, strictly."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{full}'.{hint} Valid keys: {', '.join(prefix + n for n in names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a section (mapping), got {value!r}")
+            kwargs[key] = _build(tp, value, prefix=f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+            if full in _CHOICES and kwargs[key] not in _CHOICES[full]:
+                raise ConfigError(f"{full}: {value!r} is not one of {', '.join(_CHOICES[full])}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "model.gram.layers=[1,2]"]`` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.lr=0.1)")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Strictly build ``cls`` from a (possibly partial) nested dict; missing keys keep their defaults."""
+    return _build(cls, values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists) of a config, for YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))  # type: ignore[no-any-return]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; ``_base_: other.yaml`` (relative path) is merged underneath."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections")
+    base = data.pop("_base_", None)
+    if base:
+        data = _deep_merge(load_yaml(p.parent / base), data)
+    return data
+
+
+def _help_lines(cls: type, prefix: str = "") -> list[str]:
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += _help_lines(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            choices = _CHOICES.get(prefix + f.name)
+            extra = f"  [{'|'.join(choices)}]" if choices else ""
+            lines.append(f"  {prefix}{f.name} = {default!r}{extra}")
+    return lines
+
+
+def load_config(cls: type[T], argv: list[str] | None = None, description: str = "") -> T:
+    """Parse ``--config FILE`` and ``key=value`` overrides into ``cls``; ``--help`` lists every key with its default."""
+    parser = argparse.ArgumentParser(
+        description=description or cls.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="options (override as key=value, e.g. optim.lr=0.1):\n" + "\n".join(_help_lines(cls)),
+    )
+    parser.add_argument("--config", default="", help="YAML config file (keys as below)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    values = _deep_merge(values, parse_overrides(args.overrides))
+    return _build(cls, values)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (next to every run)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

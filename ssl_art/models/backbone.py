@@ -1,0 +1,119 @@
+"""timm backbone wrapper: one call returns the pooled embedding and the intermediate feature maps.
+
+Any timm CNN or ViT that implements ``forward_intermediates`` works (ResNets, ConvNeXts, EfficientNets, ViTs...).
+The wrapper is built with ``timm.create_model(name, pretrained=..., num_classes=0)`` so ``forward`` already returns
+the pooled pre-logits vector; ``features`` additionally exposes ``n_intermediates`` maps as ``(B, C_i, H_i, W_i)``
+(ViT tokens are reshaped to maps by timm's ``output_fmt='NCHW'``, prefix tokens dropped), which the Gram and fusion
+heads consume. No hooks: the multi-level contract is timm's own (see timm ``vision_transformer.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Output of :meth:`Backbone.features`.
+
+    Attributes:
+        pooled: ``(B, D)`` globally pooled embedding (what ``forward`` returns).
+        intermediates: list of ``(B, C_i, H_i, W_i)`` maps, shallow to deep.
+    """
+
+    pooled: Tensor
+    intermediates: list[Tensor]
+
+
+class Backbone(nn.Module):
+    """A timm model that returns :class:`Features`.
+
+    Args:
+        name: timm model name, e.g. ``resnet18`` or ``vit_tiny_patch16_224``.
+        pretrained: load hub weights (needs network access; default off on this toolkit's CPU machines).
+        n_intermediates: how many maps to expose, taken evenly from the model's feature stages/blocks, the last
+            stage always included.
+        img_size: input side, passed to models that need it (ViTs); ignored by CNNs.
+    """
+
+    def __init__(self, name: str = "resnet18", pretrained: bool = False, n_intermediates: int = 4, img_size: int = 0):
+        super().__init__()
+        kwargs: dict[str, object] = {}
+        if img_size and _is_vit(name):
+            kwargs["img_size"] = img_size
+            kwargs["dynamic_img_size"] = True
+        try:
+            self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        except RuntimeError as e:  # timm raises RuntimeError for unknown names
+            raise ValueError(f"unknown timm backbone '{name}': {e}. See timm.list_models().") from e
+        if not hasattr(self.model, "forward_intermediates"):
+            raise ValueError(f"timm model '{name}' has no forward_intermediates(); pick a CNN/ViT that has it")
+        self.name = name
+        self.embed_dim: int = int(self.model.num_features)
+        n_total = len(self.model.feature_info) if hasattr(self.model, "feature_info") else 0
+        n_total = n_total or len(getattr(self.model, "blocks", [])) or n_intermediates
+        if n_intermediates < 1 or n_intermediates > n_total:
+            raise ValueError(f"n_intermediates must be in [1, {n_total}] for {name}, got {n_intermediates}")
+        step = n_total / n_intermediates
+        self.indices: list[int] = [int(round(step * (i + 1))) - 1 for i in range(n_intermediates)]
+        self.channels: list[int] = self._probe_channels(img_size or 64)
+
+    def _probe_channels(self, size: int) -> list[int]:
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            feats = self.features(torch.zeros(1, 3, size, size))
+        self.train(was_training)
+        return [int(t.shape[1]) for t in feats.intermediates]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, D)`` pooled embedding."""
+        return self.features(x).pooled
+
+    def features(self, x: Tensor) -> Features:
+        """``(B, 3, H, W)`` -> :class:`Features` (pooled ``(B, D)`` and the intermediate maps)."""
+        final, inter = self.model.forward_intermediates(x, indices=self.indices, output_fmt="NCHW")
+        pooled = self.model.forward_head(final, pre_logits=True)
+        return Features(pooled=pooled, intermediates=list(inter))
+
+
+def _is_vit(name: str) -> bool:
+    return any(k in name for k in ("vit", "deit", "eva", "beit"))
+
+
+def load_backbone_weights(backbone: Backbone, path: str) -> None:
+    """Load backbone weights from a local file: a raw timm state dict or an ssl_art checkpoint.
+
+    Missing and unexpected keys are reported; an architecture mismatch is an error, never silently ignored.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model.init_checkpoint: no such file {p}")
+    obj = torch.load(p, map_location="cpu", weights_only=False)
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    # ssl_art checkpoints store the whole student; keep the backbone's own keys
+    prefixes = ("backbone.model.", "model.", "backbone.")
+    own = backbone.model.state_dict()
+    picked: dict[str, Tensor] = {}
+    for k, v in state.items():
+        for pre in ("",) + prefixes:
+            if k.startswith(pre) and k[len(pre) :] in own:
+                picked[k[len(pre) :]] = v
+                break
+    if not picked:
+        raise ValueError(f"{p} holds no weights for backbone '{backbone.name}' (architecture mismatch?)")
+    shapes = [k for k, v in picked.items() if own[k].shape != v.shape]
+    if shapes:
+        raise ValueError(f"{p}: shape mismatch for {shapes[:5]} (checkpoint from another architecture?)")
+    result = backbone.model.load_state_dict(picked, strict=False)
+    if result.missing_keys:
+        log.warning("init_checkpoint %s: %d missing keys, e.g. %s", p, len(result.missing_keys), result.missing_keys[:5])
+    log.info("loaded %d backbone tensors from %s", len(picked), p)
