@@ -199,6 +199,10 @@ class LinearConfig:
     dist: DistCfg = field(default_factory=DistCfg)
 
 
+# ---------------------------------------------------------------------- finetune (issue 6): FinetuneConfig here
+
+# ------------------------------------------------------------------------ retrieval (issue 7): RetrievalCfg here
+
 # ------------------------------------------------------------------------------------------- loading
 
 T = TypeVar("T")
