@@ -201,6 +201,77 @@ class LinearConfig:
 
 # ---------------------------------------------------------------------- finetune (issue 6): FinetuneConfig here
 
+
+@dataclass(frozen=True)
+class FtCfg:
+    """Fine-tuning recipe (issue 6): where the weights come from, what trains, and the loss options."""
+
+    checkpoint: str = ""  # ssl_art pretraining run dir or .pt; "" = model.* (timm pretrained / init_checkpoint / random)
+    mode: str = "full"  # linear (heads only) | last_n (last N stages/blocks + heads) | full
+    last_n: int = 1  # stages (CNN) or blocks (ViT) unfrozen by mode=last_n
+    layer_decay: float = 0.75  # MAE layer-wise lr decay: layer l of L gets lr * decay**(L+1-l); 1.0 = off
+    label_columns: tuple[str, ...] = ()  # CSV columns, one head each (style, artist, genre); () = data.label_column
+    task_weights: tuple[float, ...] = ()  # loss weight per head; () = all 1
+    label_map: str = ""  # YAML {column: {fine: coarse}} applied on load (27 styles -> 5 movements); data untouched
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # timm Mixup alpha (> 0 enables; single-head runs only)
+    cutmix: float = 0.0  # timm CutMix alpha (> 0 enables; single-head runs only)
+    imbalance: str = "none"  # none | weighted_loss (inverse-frequency CE weights) | balanced_sampler
+    head_dropout: float = 0.0
+    select_metric: str = "top1"  # val metric of the first head used for model selection: top1 | balanced_acc | macro_f1
+    patience: int = 0  # stop after this many epochs without val improvement; 0 = never stop early
+    ensemble: tuple[str, ...] = ()  # other fine-tune run dirs / .pt files soft-voted with this one on the test split
+    ensemble_weighting: str = "val"  # val (weights = val top-1) | uniform
+
+
+@dataclass(frozen=True)
+class SplitCfg:
+    """Seeded stratified train/val/test split, made once and saved as ``<output_dir>/splits.json``."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15  # ignored when test_path is given
+    group_column: str = ""  # e.g. "artist": all works of one artist land in one split (no leakage)
+    seed: int = 0
+    test_path: str = ""  # a given test CSV/folder is honoured as the test split
+    file: str = ""  # reuse this splits.json; "" = <output_dir>/splits.json (created on the first run)
+
+
+@dataclass(frozen=True)
+class GateCfg:
+    """SHMNet-style gated two-branch head: cheap branch, expensive branch, selector and fusion."""
+
+    enabled: bool = False
+    cheap_backbone: str = ""  # a small timm CNN; "" = the first cheap_stages stages of model.backbone
+    cheap_stages: int = 2  # stages/blocks kept in the cheap branch when cheap_backbone is ""
+    cheap_epochs: int = 0  # stage 0 epochs for the cheap branch; 0 = optim.epochs
+    threshold: float = 0.9  # cheap confidence below this falls back to the expensive branch
+    alpha: float = 1.0  # fusion weight w = alpha * sigmoid(MLP(features, confidences))
+    budget: float = 0.4  # at most this fraction of val images may use the expensive branch
+    hidden_dim: int = 64  # selector / fusion MLP width
+    stage1_epochs: int = 40  # selector + fusion on the frozen branches' cached outputs
+    stage1_lr: float = 3e-3
+    stage2_epochs: int = 0  # optional end-to-end fine-tune with sampled routing; 0 = off
+    cost: float = 0.2  # reward penalty per expensive call (REINFORCE)
+    budget_weight: float = 1.0  # weight of relu(mean P(hard) - budget)**2
+    pg_weight: float = 1.0  # weight of the policy-gradient term
+    baseline_momentum: float = 0.9  # moving-average reward baseline
+    bench_repeats: int = 3  # timed passes over the test set for images/s (best is reported)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``main_finetune.py``."""
+
+    data: DataCfg = field(default_factory=lambda: DataCfg(aug=AugCfg(preset="art", n_views=1)))
+    model: ModelCfg = field(default_factory=ModelCfg)
+    optim: OptimCfg = field(default_factory=lambda: OptimCfg(lr=5e-4, epochs=20, warmup_epochs=2.0))
+    run: RunCfg = field(default_factory=lambda: RunCfg(output_dir="runs/finetune"))
+    dist: DistCfg = field(default_factory=DistCfg)
+    ft: FtCfg = field(default_factory=FtCfg)
+    split: SplitCfg = field(default_factory=SplitCfg)
+    gate: GateCfg = field(default_factory=GateCfg)
+
+
 # ------------------------------------------------------------------------ retrieval (issue 7): RetrievalCfg here
 
 # ------------------------------------------------------------------------------------------- loading

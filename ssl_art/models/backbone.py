@@ -39,8 +39,8 @@ class Backbone(nn.Module):
     Args:
         name: timm model name, e.g. ``resnet18`` or ``vit_tiny_patch16_224``.
         pretrained: load hub weights (needs network access; default off on this toolkit's CPU machines).
-        n_intermediates: how many maps to expose, taken evenly from the model's feature stages/blocks, the last
-            stage always included.
+        n_intermediates: how many maps to expose, evenly strided over the model's feature stages/blocks and
+            aligned to the last one (ResNet: its 4 stages; ViT-12: blocks 2, 5, 8, 11).
         img_size: input side, passed to models that need it (ViTs); ignored by CNNs.
     """
 
@@ -62,8 +62,9 @@ class Backbone(nn.Module):
         n_total = n_total or len(getattr(self.model, "blocks", [])) or n_intermediates
         if n_intermediates < 1 or n_intermediates > n_total:
             raise ValueError(f"n_intermediates must be in [1, {n_total}] for {name}, got {n_intermediates}")
-        step = n_total / n_intermediates
-        self.indices: list[int] = [int(round(step * (i + 1))) - 1 for i in range(n_intermediates)]
+        # evenly strided, aligned to the last stage: resnet (stem + 4 stages) -> the 4 stages; ViT-12 -> 2, 5, 8, 11
+        stride = n_total // n_intermediates
+        self.indices: list[int] = [n_total - 1 - stride * (n_intermediates - 1 - i) for i in range(n_intermediates)]
         self.channels: list[int] = self._probe_channels(img_size or 64)
 
     def _probe_channels(self, size: int) -> list[int]:

@@ -1,0 +1,321 @@
+"""``fit()``: the pretraining loop shared by every method.
+
+Per step: lr from a pure schedule, forward under autocast, finite-loss guard, backward (GradScaler for fp16),
+gradient clipping, ``optimizer.step()``, then ``method.after_optimizer_step`` (EMA teachers). Around it: resumable
+data order, checkpoints every epoch / N steps written atomically, SIGTERM/SIGINT save-and-stop, an optional
+wall-clock budget (equal-time benchmarks), bad-file accounting, TensorBoard scalars and ``metrics.jsonl``.
+The loop mirrors MAE's ``engine_pretrain.train_one_epoch`` without its ``args`` coupling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ssl_art.config import DataCfg, OptimCfg, RunCfg
+from ssl_art.data.decode import BadFileReport
+from ssl_art.engine import checkpoint as ckpt_io
+from ssl_art.engine.optim import build_optimizer
+from ssl_art.engine.rundir import amp_dtype, autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from ssl_art.engine.sampler import ResumableSampler, SeededDataset
+from ssl_art.engine.schedules import cosine_schedule, scaled_lr
+from ssl_art.methods.base import PretrainMethod
+
+log = logging.getLogger("ssl_art.engine")
+
+COLLAPSE_STD = 0.05  # emb_std below this (1 = well spread) means the embeddings have collapsed
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    """What a finished (or stopped) run did."""
+
+    steps: int
+    epochs: float
+    stopped: str  # done | time_budget | signal
+    seconds: float
+    images_per_s: float
+    nonfinite_skipped: int
+    bad_files: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the next step boundary and returns."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+
+    def __enter__(self) -> _StopFlag:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _make_loader(
+    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int
+) -> tuple[DataLoader[Any], ResumableSampler]:
+    sampler = ResumableSampler(len(dataset), seed)  # type: ignore[arg-type]
+    workers = data.num_workers
+    loader: DataLoader[Any] = DataLoader(
+        SeededDataset(dataset, seed),
+        batch_size=data.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=data.pin_memory,
+        persistent_workers=data.persistent_workers and workers > 0,
+    )
+    return loader, sampler
+
+
+def fit(
+    method: PretrainMethod,
+    dataset: Dataset[Any],
+    collate: Callable[[list[Any]], Any],
+    data: DataCfg,
+    optim: OptimCfg,
+    run: RunCfg,
+    config: dict[str, Any],
+    out: Path,
+    bad: BadFileReport | None = None,
+) -> FitResult:
+    """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
+
+    Args:
+        method: a :class:`PretrainMethod`.
+        dataset: returns ``(views, target, index)`` or a bad-sample marker; ``collate`` turns a list into a ``Batch``.
+        collate: batch collation that drops bad samples and lists them in ``batch.bad``.
+        data: batching options (batch size, workers, bad-file threshold).
+        optim: optimiser and schedule.
+        run: output dir, seed, device, AMP, checkpoint cadence, budget.
+        config: the resolved config as a dict, stored in every checkpoint.
+        out: the prepared run directory.
+        bad: files already found unreadable while indexing (counted toward the threshold).
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: batch larger than the dataset.
+        NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if data.batch_size > n:
+        raise ValueError(f"data.batch_size={data.batch_size} is larger than the dataset ({n} images); lower it")
+    seed_everything(run.seed, run.deterministic)
+    device = resolve_device(run.device)
+    dtype = amp_dtype(run.amp, device)
+    method.to(device)
+    method.train()
+    batches_per_epoch = n // data.batch_size
+    steps_per_epoch = max(1, batches_per_epoch // optim.accum_steps)
+    total = optim.max_steps if optim.max_steps > 0 else optim.epochs * steps_per_epoch
+    warmup = int(optim.warmup_epochs * steps_per_epoch)
+    peak_lr = scaled_lr(optim.lr, data.batch_size, optim.accum_steps)
+    opt = build_optimizer(method, optim.name, peak_lr, optim.weight_decay, optim.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    params = [p for p in method.parameters() if p.requires_grad]
+    report = bad if bad is not None else BadFileReport()
+
+    step, epoch, pos, elapsed_before, nonfinite_total = 0, 0, 0, 0.0, 0
+    saved_pos = [-1]
+    ckpt_dir = out / "checkpoints"
+    if run.resume:
+        found = ckpt_io.find_resumable(ckpt_dir)
+        if found is None:
+            log.warning("run.resume=true but no valid checkpoint in %s: starting from scratch", ckpt_dir)
+        else:
+            state = ckpt_io.load_checkpoint(found)
+            method.load_state_dict(state["model"], strict=True)
+            opt.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step, epoch, pos = state["step"], state["epoch"], state["pos"]
+            elapsed_before, nonfinite_total = state["elapsed"], state["nonfinite"]
+            report = state.get("bad_report", report)
+            set_rng_state(state["rng"])
+            log.info("resumed from %s at step %d (epoch %d, sample %d)", found, step, epoch, pos)
+
+    def save() -> None:
+        nonlocal saved_step
+        if saved_step == step and pos == saved_pos[0]:
+            return
+        saved_step, saved_pos[0] = step, pos
+        state = {
+            "model": method.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "pos": pos,
+            "elapsed": elapsed_before + (time.time() - t0),
+            "nonfinite": nonfinite_total,
+            "rng": rng_state(),
+            "config": config,
+            "bad_report": report,
+        }
+        path = ckpt_io.save_rolling(ckpt_dir, step, state, run.keep_last)
+        (out / "bad_files.json").write_text(json.dumps(report.to_dict(), indent=2))
+        log.debug("checkpoint %s", path)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    metrics_file = open(out / "metrics.jsonl", "a")
+    loader, sampler = _make_loader(dataset, collate, data, run.seed)
+    t0 = time.time()
+    seen_imgs, consecutive_bad, micro = 0, 0, 0
+    stopped, saved_step = "done", -1
+    last_metrics: dict[str, float] = {}
+    t_log, imgs_log = time.time(), 0
+    with _StopFlag() as flag:
+        while step < total:
+            sampler.set_epoch(epoch, start=pos)
+            bar = tqdm(
+                total=batches_per_epoch,
+                initial=pos // data.batch_size,
+                desc=f"epoch {epoch}",
+                disable=not run.progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            interrupted = False
+            for batch in loader:
+                pos += data.batch_size
+                bar.update(1)
+                for i, kind, path in batch.bad:
+                    report.add(kind, path)
+                b = int(batch.indices.numel())
+                seen_imgs += b + len(batch.bad)
+                if report.total and seen_imgs >= 50:
+                    report.check(seen_imgs + report.total, data.max_bad_fraction)
+                if b < 2:  # nothing to contrast
+                    continue
+                progress = step / total
+                if micro == 0:
+                    lr = cosine_schedule(step, total, peak_lr, optim.min_lr, warmup)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                views = [v.to(device, non_blocking=True) for v in batch.views]
+                with autocast(device, dtype):
+                    out_step = method.training_step(views, progress)
+                loss = out_step.loss
+                if not torch.isfinite(loss.detach()):
+                    nonfinite_total += 1
+                    consecutive_bad += 1
+                    opt.zero_grad(set_to_none=True)
+                    micro = 0
+                    log.warning("non-finite loss at step %d: step skipped (%d in a row)", step, consecutive_bad)
+                    if consecutive_bad >= run.max_nonfinite:
+                        raise NonFiniteLossError(
+                            f"{consecutive_bad} non-finite losses in a row at step {step}; stopping. The last good "
+                            f"checkpoint is in {ckpt_dir}. Try a lower optim.lr, run.amp=bf16/off or optim.clip_grad."
+                        )
+                    continue
+                scaler.scale(loss / optim.accum_steps).backward()
+                micro += 1
+                if micro < optim.accum_steps:
+                    continue
+                micro = 0
+                scaler.unscale_(opt)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, optim.clip_grad if optim.clip_grad > 0 else math.inf)
+                if not torch.isfinite(gnorm):
+                    nonfinite_total += 1
+                    consecutive_bad += 1
+                    scaler.update()  # fp16: lowers the loss scale; otherwise a no-op
+                    opt.zero_grad(set_to_none=True)
+                    log.warning("non-finite gradients at step %d: step skipped", step)
+                    if consecutive_bad >= run.max_nonfinite:
+                        raise NonFiniteLossError(f"{consecutive_bad} non-finite gradient steps in a row; stopping")
+                    continue
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                method.after_optimizer_step(progress)
+                consecutive_bad = 0
+                step += 1
+                imgs_log += b
+                if step % run.log_every == 0 or step == total:
+                    now = time.time()
+                    last_metrics = {
+                        "loss": float(loss.detach()),
+                        "lr": opt.param_groups[0]["lr"],
+                        "grad_norm": float(gnorm),
+                        "images_per_s": imgs_log / max(now - t_log, 1e-9),
+                        **out_step.metrics,
+                    }
+                    t_log, imgs_log = now, 0
+                    for k, v in last_metrics.items():
+                        writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                    metrics_file.write(json.dumps({"step": step, "epoch": epoch, **last_metrics}) + "\n")
+                    metrics_file.flush()
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.3f}", lr=f"{last_metrics['lr']:.2e}")
+                    std = last_metrics.get("emb_std")
+                    if std is not None and std < COLLAPSE_STD:
+                        log.warning("embedding std %.4f: representations may be collapsing", std)
+                if run.ckpt_every_steps and step % run.ckpt_every_steps == 0:
+                    save()
+                if flag.signum:
+                    stopped, interrupted = "signal", True
+                elif run.time_budget_s and elapsed_before + time.time() - t0 >= run.time_budget_s:
+                    stopped, interrupted = "time_budget", True
+                if step >= total or interrupted:
+                    break
+            bar.close()
+            if interrupted:
+                break
+            if pos >= batches_per_epoch * data.batch_size:
+                epoch, pos = epoch + 1, 0
+                micro = 0
+                opt.zero_grad(set_to_none=True)
+                save()
+                log.info("epoch %d done: step %d/%d %s", epoch, step, total, _fmt(last_metrics))
+        save()
+    seconds = time.time() - t0
+    writer.close()
+    metrics_file.close()
+    return FitResult(
+        steps=step,
+        epochs=epoch + pos / max(1, batches_per_epoch * data.batch_size),
+        stopped=stopped,
+        seconds=seconds,
+        images_per_s=seen_imgs / max(seconds, 1e-9),
+        nonfinite_skipped=nonfinite_total,
+        bad_files=report.to_dict(),
+        last_metrics=last_metrics,
+    )
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())

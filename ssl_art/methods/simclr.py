@@ -1,0 +1,69 @@
+"""SimCLR baseline (Chen et al. 2020): backbone -> lightly ``SimCLRProjectionHead`` -> lightly ``NTXentLoss``.
+
+The honest reference the art method must beat: same backbone wrapper, same data, same engine, nothing but the
+standard method. With ``n_views > 2`` every pair of views contributes (the loss is averaged over view pairs).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor
+
+from ssl_art.methods.base import PretrainMethod, StepOutput
+from ssl_art.models.backbone import Backbone
+
+
+def embedding_std(z: Tensor) -> float:
+    """Collapse signal: mean per-dimension std of L2-normalised embeddings, times sqrt(D).
+
+    About 1 for well-spread embeddings, near 0 when every image maps to the same point (Jing et al. 2022).
+    """
+    zn = F.normalize(z.detach().float(), dim=1)
+    return float(zn.std(dim=0).mean() * zn.shape[1] ** 0.5) if zn.shape[0] > 1 else 0.0
+
+
+class SimCLR(PretrainMethod):
+    """SimCLR over a :class:`Backbone`.
+
+    Args:
+        backbone: the feature extractor.
+        hidden_dim: projection MLP hidden width.
+        out_dim: projection output width.
+        temperature: NT-Xent temperature.
+        gather_distributed: gather negatives across ranks (lightly ``GatherLayer``).
+    """
+
+    default_embedding = "pooled"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        hidden_dim: int = 512,
+        out_dim: int = 128,
+        temperature: float = 0.2,
+        gather_distributed: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SimCLRProjectionHead(backbone.embed_dim, hidden_dim, out_dim)
+        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
+
+    def training_step(self, views: list[Tensor], progress: float) -> StepOutput:
+        if len(views) < 2:
+            raise ValueError(f"SimCLR needs at least 2 views per image, got {len(views)} (set data.aug.n_views)")
+        b = views[0].shape[0]
+        z = self.projection_head(self.backbone(torch.cat(views)))
+        zs = z.split(b)
+        pairs = list(itertools.combinations(range(len(views)), 2))
+        loss = sum(self.criterion(zs[i], zs[j]) for i, j in pairs) / len(pairs)
+        assert isinstance(loss, Tensor)
+        return StepOutput(loss, {"loss/ntxent": float(loss.detach()), "emb_std": embedding_std(zs[0])})
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> dict[str, Tensor]:
+        return {"pooled": self.backbone(x)}
