@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python main_pretrain.py --config configs/pretrain/demo.yaml run.output_dir=$(DEMO_DIR) run.overwrite=true \
-		$(if $(DATA),data.path=$(DATA) data.synthetic_size=0,)
+		$(if $(DATA),data.path=$(DATA),)
 	$(BIN)/python main_linear.py --config configs/linear/default.yaml eval.checkpoint=$(DEMO_DIR) \
 		run.output_dir=$(DEMO_DIR)/eval run.overwrite=true $(if $(DATA),eval.train_path=$(DATA),)
 	@echo "run directory: $(DEMO_DIR)  (tensorboard --logdir $(DEMO_DIR))"

@@ -376,7 +376,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.lr=0.1)")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}': '{key}' is not a dotted key (e.g. optim.lr=0.1)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw  # not YAML: take it as a plain string (type-checked against the field later)
+        _set_dotted(tree, key, value)
     return tree
 
 
