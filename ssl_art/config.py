@@ -274,6 +274,38 @@ class FinetuneConfig:
 
 # ------------------------------------------------------------------------ retrieval (issue 7): RetrievalCfg here
 
+
+@dataclass(frozen=True)
+class RetrievalCfg:
+    """Nearest-style retrieval (issue 7): embedding export and the FAISS index (``ssl-art ... --config FILE``).
+
+    Index choice for ``index_kind=auto``: exact ``flat`` up to ``exact_max`` vectors, then ``ivf_flat`` while the raw
+    vectors fit in ``ivf_flat_max_bytes``, then ``ivf_pq``; ``hnsw`` only when asked for (fastest single queries,
+    slowest build, most memory). Documented in ``ssl_art/retrieval/index.py``.
+    """
+
+    embedding: str = "auto"  # auto (the method's default) | pooled | fused | gram
+    dtype: str = "float16"  # on-disk embedding dtype: float16 halves the memmap (cosine error ~1e-3) | float32
+    image_size: int = 224
+    batch_size: int = 64
+    num_workers: int = 2
+    chunk_rows: int = 4096  # rows flushed to disk and recorded at a time: the resume granularity
+    index_kind: str = "auto"  # auto | flat | ivf_flat | ivf_pq | hnsw
+    exact_max: int = 100_000  # auto: exact search up to this many vectors
+    ivf_flat_max_bytes: int = 4 << 30  # auto: IVF-Flat while n*d*4 bytes fit, IVF-PQ beyond
+    nlist: int = 0  # IVF cells; 0 = 4*sqrt(n)
+    nprobe: int = 0  # IVF cells visited per query; 0 = auto (nlist/8 clamped to [16, 512])
+    pq_m: int = 0  # IVF-PQ sub-quantisers; 0 = d/8 (64 bytes per 512-d vector at 8 bits)
+    pq_nbits: int = 8
+    rerank: int = 4  # IVF-PQ: re-score k*rerank candidates exactly from the embedding memmap; 0 = off
+    hnsw_m: int = 32  # HNSW graph degree
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    train_size: int = 0  # IVF training sample; 0 = min(n, max(64*nlist, 20000))
+    k: int = 10
+    seed: int = 0
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 T = TypeVar("T")
@@ -444,9 +476,13 @@ def load_config(cls: type[T], argv: list[str] | None = None, description: str = 
     parser.add_argument("--config", default="", help="YAML config file (keys as below)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
-    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    values = _deep_merge(values, parse_overrides(args.overrides))
-    return _build(cls, values)
+    try:
+        values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+        values = _deep_merge(values, parse_overrides(args.overrides))
+        return _build(cls, values)
+    except ConfigError as e:
+        parser.error(str(e))  # usage + one clear message, exit status 2 (no traceback)
+        raise  # unreachable; keeps type checkers happy
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

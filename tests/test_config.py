@@ -42,9 +42,17 @@ def test_int_accepted_for_float():
         (["nolabel"], "must look like key=value"),
     ],
 )
-def test_bad_values_are_named(override, needle):
+def test_bad_values_are_named(override, needle, capsys):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        load_config(PretrainConfig, override)
+        config_from_dict(PretrainConfig, parse_overrides(override))
+
+
+def test_cli_error_is_one_clean_message(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load_config(PretrainConfig, ["optim.lrr=0.1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optim.lrr'" in err and "Traceback" not in err
 
 
 def test_round_trip_through_dict():
@@ -85,7 +93,7 @@ def test_loader_never_crashes_unexpectedly(tree):
     """Random keys/values either build a valid config or raise ConfigError, never anything else."""
     items = [f"{k}={v}" for k, v in tree.items()]
     try:
-        cfg = load_config(PretrainConfig, items)
+        cfg = config_from_dict(PretrainConfig, parse_overrides(items))
     except ConfigError:
         return
     assert isinstance(cfg, PretrainConfig)

@@ -28,7 +28,15 @@ from ssl_art.config import DataCfg, OptimCfg, RunCfg
 from ssl_art.data.decode import BadFileReport
 from ssl_art.engine import checkpoint as ckpt_io
 from ssl_art.engine.optim import build_optimizer
-from ssl_art.engine.rundir import amp_dtype, autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from ssl_art.engine.rundir import (
+    amp_dtype,
+    autocast,
+    init_distributed,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.engine.schedules import cosine_schedule, scaled_lr
 from ssl_art.methods.base import PretrainMethod
@@ -83,9 +91,9 @@ class _StopFlag:
 
 
 def _make_loader(
-    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int
+    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int, rank: int, world: int
 ) -> tuple[DataLoader[Any], ResumableSampler]:
-    sampler = ResumableSampler(len(dataset), seed)  # type: ignore[arg-type]
+    sampler = ResumableSampler(len(dataset), seed, rank=rank, world_size=world)  # type: ignore[arg-type]
     workers = data.num_workers
     loader: DataLoader[Any] = DataLoader(
         SeededDataset(dataset, seed),
@@ -110,6 +118,7 @@ def fit(
     config: dict[str, Any],
     out: Path,
     bad: BadFileReport | None = None,
+    dist_backend: str = "auto",
 ) -> FitResult:
     """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
 
@@ -123,6 +132,7 @@ def fit(
         config: the resolved config as a dict, stored in every checkpoint.
         out: the prepared run directory.
         bad: files already found unreadable while indexing (counted toward the threshold).
+        dist_backend: torch.distributed backend when launched with torchrun (``auto``: nccl on CUDA, else gloo).
 
     Returns:
         A :class:`FitResult`.
@@ -132,18 +142,23 @@ def fit(
         NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    if data.batch_size > n:
-        raise ValueError(f"data.batch_size={data.batch_size} is larger than the dataset ({n} images); lower it")
     seed_everything(run.seed, run.deterministic)
     device = resolve_device(run.device)
+    rank, world = init_distributed(dist_backend, device)
+    global_batch = data.batch_size * world
+    if global_batch > n:
+        raise ValueError(f"data.batch_size={data.batch_size} x {world} ranks is larger than the dataset ({n} images)")
     dtype = amp_dtype(run.amp, device)
     method.to(device)
     method.train()
-    batches_per_epoch = n // data.batch_size
+    if world > 1:  # identical start on every rank; gradients are averaged after each backward
+        for t in list(method.parameters()) + list(method.buffers()):
+            torch.distributed.broadcast(t.data, src=0)
+    batches_per_epoch = n // global_batch
     steps_per_epoch = max(1, batches_per_epoch // optim.accum_steps)
     total = optim.max_steps if optim.max_steps > 0 else optim.epochs * steps_per_epoch
     warmup = int(optim.warmup_epochs * steps_per_epoch)
-    peak_lr = scaled_lr(optim.lr, data.batch_size, optim.accum_steps)
+    peak_lr = scaled_lr(optim.lr, data.batch_size, optim.accum_steps, world)
     opt = build_optimizer(method, optim.name, peak_lr, optim.weight_decay, optim.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -169,6 +184,8 @@ def fit(
 
     def save() -> None:
         nonlocal saved_step
+        if rank != 0:
+            return
         if saved_step == step and pos == saved_pos[0]:
             return
         saved_step, saved_pos[0] = step, pos
@@ -191,9 +208,9 @@ def fit(
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"))
-    metrics_file = open(out / "metrics.jsonl", "a")
-    loader, sampler = _make_loader(dataset, collate, data, run.seed)
+    writer = SummaryWriter(str(out / "tb" if rank == 0 else out / f"tb_rank{rank}"))
+    metrics_file = open(out / ("metrics.jsonl" if rank == 0 else f"metrics_rank{rank}.jsonl"), "a")
+    loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
     t0 = time.time()
     seen_imgs, consecutive_bad, micro = 0, 0, 0
     stopped, saved_step = "done", -1
@@ -204,15 +221,15 @@ def fit(
             sampler.set_epoch(epoch, start=pos)
             bar = tqdm(
                 total=batches_per_epoch,
-                initial=pos // data.batch_size,
+                initial=pos // global_batch,
                 desc=f"epoch {epoch}",
-                disable=not run.progress,
+                disable=not run.progress or rank != 0,
                 leave=False,
                 dynamic_ncols=True,
             )
             interrupted = False
             for batch in loader:
-                pos += data.batch_size
+                pos += global_batch
                 bar.update(1)
                 for i, kind, path in batch.bad:
                     report.add(kind, path)
@@ -231,7 +248,7 @@ def fit(
                 with autocast(device, dtype):
                     out_step = method.training_step(views, progress)
                 loss = out_step.loss
-                if not torch.isfinite(loss.detach()):
+                if not _all_finite(loss.detach(), world):
                     nonfinite_total += 1
                     consecutive_bad += 1
                     opt.zero_grad(set_to_none=True)
@@ -248,6 +265,8 @@ def fit(
                 if micro < optim.accum_steps:
                     continue
                 micro = 0
+                if world > 1:
+                    _average_gradients(params, world)
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, optim.clip_grad if optim.clip_grad > 0 else math.inf)
                 if not torch.isfinite(gnorm):
@@ -295,7 +314,7 @@ def fit(
             bar.close()
             if interrupted:
                 break
-            if pos >= batches_per_epoch * data.batch_size:
+            if pos >= batches_per_epoch * global_batch:
                 epoch, pos = epoch + 1, 0
                 micro = 0
                 opt.zero_grad(set_to_none=True)
@@ -307,7 +326,7 @@ def fit(
     metrics_file.close()
     return FitResult(
         steps=step,
-        epochs=epoch + pos / max(1, batches_per_epoch * data.batch_size),
+        epochs=epoch + pos / max(1, batches_per_epoch * global_batch),
         stopped=stopped,
         seconds=seconds,
         images_per_s=seen_imgs / max(seconds, 1e-9),
@@ -315,6 +334,23 @@ def fit(
         bad_files=report.to_dict(),
         last_metrics=last_metrics,
     )
+
+
+def _all_finite(loss: torch.Tensor, world: int) -> bool:
+    """Whether the loss is finite on every rank (all ranks must agree to skip, or all_reduce would hang)."""
+    ok = torch.isfinite(loss).to(torch.float32).reshape(1)
+    if world > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce and average gradients (the methods expose training_step, not forward, so no DDP wrapper)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad.div_(world)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -12,7 +12,8 @@ import time
 
 from ssl_art.config import PretrainConfig, config_to_dict
 from ssl_art.data.collection import load_collection
-from ssl_art.data.dataset import ImageDataset, collate
+from ssl_art.data.dataset import ImageDataset
+from ssl_art.data.loaders import collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.loop import FitResult, fit
 from ssl_art.engine.rundir import prepare_run_dir, setup_logging
@@ -44,7 +45,7 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     log.info("method %s on %s: %.2fM trainable parameters", cfg.method, cfg.model.backbone, n_params / 1e6)
     t0 = time.time()
-    result = fit(method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad)
+    result = fit(method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad, dist_backend=cfg.dist.backend)
     summary = {**dataclasses.asdict(result), "wall_s": time.time() - t0, "n_images": len(collection)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info(

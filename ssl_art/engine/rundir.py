@@ -87,6 +87,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def init_distributed(backend: str, device: torch.device) -> tuple[int, int]:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); returns ``(rank, world_size)``.
+
+    A plain single process needs nothing and gets ``(0, 1)``. ``backend=auto`` picks nccl on CUDA, gloo otherwise.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(chosen)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype: ``auto`` = bf16 on CUDA, off elsewhere; fp16/bf16 on CPU are refused (slow, unsupported)."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):

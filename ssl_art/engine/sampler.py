@@ -18,10 +18,15 @@ from torch.utils.data import Dataset, Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    """Seeded per-epoch permutation that can skip the first ``start`` items (already trained on)."""
+    """Seeded per-epoch permutation that can skip the first ``start`` items (already trained on).
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
+    With ``world_size > 1`` each rank takes every ``world_size``-th item after ``start`` (DistributedSampler-style),
+    so ``start`` counts samples consumed by all ranks together.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -36,10 +41,10 @@ class ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         base = self.epoch * self.n
-        return iter([base + i for i in self.order()[self.start :]])
+        return iter([base + i for i in self.order()[self.start :][self.rank :: self.world_size]])
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return len(range(self.start + self.rank, self.n, self.world_size))
 
 
 class SeededDataset(Dataset[Any]):
