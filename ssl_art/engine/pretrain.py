@@ -16,7 +16,7 @@ from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.loop import FitResult, fit
-from ssl_art.engine.rundir import prepare_run_dir, setup_logging
+from ssl_art.engine.rundir import prepare_run_dir, seed_everything, setup_logging
 from ssl_art.models.build import build_pretrain_model
 
 log = logging.getLogger("ssl_art.pretrain")
@@ -27,6 +27,7 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     config = config_to_dict(cfg)
     out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
     setup_logging(out)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)  # before building the model: its init is seeded too
     d = cfg.data
     collection = load_collection(
         d.path,
