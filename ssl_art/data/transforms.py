@@ -1,0 +1,101 @@
+"""Multi-view augmentations for self-supervised pretraining and the deterministic evaluation transform.
+
+``preset='simclr'`` is the SimCLR recipe (Chen et al., 2020): random resized crop, horizontal flip, colour jitter
+(brightness/contrast/saturation ``0.8*s``, hue ``0.2*s``), random grayscale and optional Gaussian blur.
+``preset='art'`` deliberately drops colour jitter and grayscale: for art, palette *is* style, and teaching the model
+to be invariant to it would erase exactly the signal we want it to learn (blur is still optional but off by
+default because it destroys brush texture). ``preset='none'`` is the evaluation transform. Every parameter comes
+from :class:`~ssl_art.config.AugCfg`; all views end with ImageNet normalisation. Built on
+``torchvision.transforms.v2`` so randomness comes from torch's RNG (seeded per DataLoader worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import v2
+
+from ssl_art.config import AugCfg
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+PRESETS: tuple[str, ...] = ("simclr", "art", "none")
+
+Transform = Callable[[Image.Image], Tensor]
+
+
+def _to_normalised_tensor() -> list[v2.Transform]:
+    """PIL -> ``(3, H, W)`` float32 in [0, 1] -> ImageNet-normalised."""
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def build_eval_transform(image_size: int) -> Transform:
+    """Resize the shorter side to ``image_size`` then centre-crop a square; returns ``(3, S, S)`` normalised."""
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_to_normalised_tensor()])
+
+
+def build_view_transform(aug: AugCfg, image_size: int) -> Transform:
+    """One random view ``(3, S, S)`` of a PIL image, according to ``aug.preset``.
+
+    Args:
+        aug: augmentation parameters (``color_jitter_*`` and ``grayscale_prob`` are ignored by ``preset='art'``).
+        image_size: output side ``S``.
+
+    Returns:
+        A callable PIL image -> normalised float tensor ``(3, S, S)``.
+
+    Raises:
+        ValueError: for an unknown preset or out-of-range parameters.
+    """
+    if aug.preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {aug.preset!r}; valid presets: {', '.join(PRESETS)}")
+    if not 0.0 < aug.min_scale <= 1.0:
+        raise ValueError(f"aug.min_scale must be in (0, 1], got {aug.min_scale}")
+    for name in ("hflip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob"):
+        value = getattr(aug, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"aug.{name} must be a probability in [0, 1], got {value}")
+    if aug.preset == "none":
+        return build_eval_transform(image_size)
+    ops: list[v2.Transform] = [
+        v2.RandomResizedCrop(image_size, scale=(aug.min_scale, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(aug.hflip_prob),
+    ]
+    if aug.preset == "simclr":
+        s = aug.color_jitter_strength
+        jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=min(0.2 * s, 0.5))
+        ops += [v2.RandomApply([jitter], p=aug.color_jitter_prob), v2.RandomGrayscale(aug.grayscale_prob)]
+    if aug.blur_prob > 0:
+        kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # ~10% of the side, odd (SimCLR)
+        ops.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_prob))
+    return v2.Compose(ops + _to_normalised_tensor())
+
+
+class MultiView:
+    """Apply ``transform`` ``n_views`` times independently: PIL image -> list of ``n_views`` tensors ``(3, S, S)``.
+
+    Args:
+        transform: a single-view transform (e.g. from :func:`build_view_transform`).
+        n_views: number of views (at least 1).
+    """
+
+    def __init__(self, transform: Transform, n_views: int = 2) -> None:
+        if n_views < 1:
+            raise ValueError(f"n_views must be at least 1, got {n_views}")
+        self.transform, self.n_views = transform, n_views
+
+    def __call__(self, image: Image.Image) -> list[Tensor]:
+        return [self.transform(image) for _ in range(self.n_views)]
+
+    def __repr__(self) -> str:
+        return f"MultiView(n_views={self.n_views}, transform={self.transform!r})"
+
+
+def build_pretrain_transform(aug: AugCfg, image_size: int) -> MultiView:
+    """``aug.n_views`` random views per image: the transform pretraining datasets use."""
+    return MultiView(build_view_transform(aug, image_size), aug.n_views)
