@@ -23,8 +23,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssl_art.config import LinearConfig, PretrainConfig, config_from_dict, load_yaml, parse_overrides  # noqa: E402
-from ssl_art.config import _deep_merge  # noqa: E402
+from ssl_art.config import (  # noqa: E402
+    LinearConfig,
+    PretrainConfig,
+    _deep_merge,  # noqa: E402
+    config_from_dict,
+    load_yaml,
+    parse_overrides,
+)
 from ssl_art.engine.pretrain import run_pretrain  # noqa: E402
 from ssl_art.eval.run import run_linear_eval  # noqa: E402
 from ssl_art.models.build import build_pretrain_model  # noqa: E402
@@ -128,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **{k: m[k] for k in ("knn_top1_std", "linear_top1_std") if k in m},
         }
         if "random_init" in m:
-            rows.append({"variant": "random_init", **{k: m["random_init"].get(k) for k in row if k in m["random_init"]}})
+            rows.append(
+                {"variant": "random_init", **{k: m["random_init"].get(k) for k in row if k in m["random_init"]}}
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = next((r["step_s"] for r in rows if r["variant"] == "simclr"), None)

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AugCfg:
-    """Multi-view augmentation. ``preset='art'`` keeps colour statistics (no jitter, no grayscale): colour *is* style."""
+    """Multi-view augmentation. ``preset='art'`` keeps colour statistics (no jitter, no grayscale): colour is style."""
 
     preset: str = "simclr"  # simclr | art | none (eval-style resize + centre crop)
     min_scale: float = 0.25  # RandomResizedCrop lower scale bound; art keeps more of the canvas (texture context)
@@ -206,7 +206,9 @@ class LinearConfig:
 class FtCfg:
     """Fine-tuning recipe (issue 6): where the weights come from, what trains, and the loss options."""
 
-    checkpoint: str = ""  # ssl_art pretraining run dir or .pt; "" = model.* (timm pretrained / init_checkpoint / random)
+    checkpoint: str = (
+        ""  # ssl_art pretraining run dir or .pt; "" = model.* (timm pretrained / init_checkpoint / random)
+    )
     mode: str = "full"  # linear (heads only) | last_n (last N stages/blocks + heads) | full
     last_n: int = 1  # stages (CNN) or blocks (ViT) unfrozen by mode=last_n
     layer_decay: float = 0.75  # MAE layer-wise lr decay: layer l of L gets lr * decay**(L+1-l); 1.0 = off
@@ -294,14 +296,14 @@ class RetrievalCfg:
     exact_max: int = 100_000  # auto: exact search up to this many vectors
     ivf_flat_max_bytes: int = 4 << 30  # auto: IVF-Flat while n*d*4 bytes fit, IVF-PQ beyond
     nlist: int = 0  # IVF cells; 0 = 4*sqrt(n)
-    nprobe: int = 0  # IVF cells visited per query; 0 = auto (nlist/8 clamped to [16, 512])
+    nprobe: int = 0  # IVF cells visited per query; 0 = auto (2*sqrt(nlist) clamped to [16, 512])
     pq_m: int = 0  # IVF-PQ sub-quantisers; 0 = d/8 (64 bytes per 512-d vector at 8 bits)
     pq_nbits: int = 8
     rerank: int = 4  # IVF-PQ: re-score k*rerank candidates exactly from the embedding memmap; 0 = off
     hnsw_m: int = 32  # HNSW graph degree
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
-    train_size: int = 0  # IVF training sample; 0 = min(n, max(64*nlist, 20000))
+    train_size: int = 0  # IVF training sample; 0 = min(n, max(40*nlist, 10000))
     k: int = 10
     seed: int = 0
 
@@ -434,7 +436,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))  # type: ignore[no-any-return]
+    result: dict[str, Any] = plain(dataclasses.asdict(cfg))
+    return result
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -459,7 +462,8 @@ def _help_lines(cls: type, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp):
             lines += _help_lines(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Any = f.default_factory
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             choices = _CHOICES.get(prefix + f.name)
             extra = f"  [{'|'.join(choices)}]" if choices else ""
             lines.append(f"  {prefix}{f.name} = {default!r}{extra}")

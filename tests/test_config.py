@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_overrides_nested_and_typed():
-    cfg = load_config(PretrainConfig, ["optim.lr=0.1", "model.gram.layers=[1,2]", "data.aug.preset=art", "optim.epochs=3"])
+    cfg = load_config(
+        PretrainConfig, ["optim.lr=0.1", "model.gram.layers=[1,2]", "data.aug.preset=art", "optim.epochs=3"]
+    )
     assert cfg.optim.lr == 0.1 and cfg.model.gram.layers == (1, 2)
     assert cfg.data.aug.preset == "art" and cfg.optim.epochs == 3
 

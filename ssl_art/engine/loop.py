@@ -165,7 +165,7 @@ def fit(
     report = bad if bad is not None else BadFileReport()
 
     step, epoch, pos, elapsed_before, nonfinite_total = 0, 0, 0, 0.0, 0
-    saved_pos = [-1]
+    saved_step, saved_pos = -1, [-1]
     ckpt_dir = out / "checkpoints"
     if run.resume:
         found = ckpt_io.find_resumable(ckpt_dir)
@@ -213,7 +213,7 @@ def fit(
     loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
     t0 = time.time()
     seen_imgs, consecutive_bad, micro = 0, 0, 0
-    stopped, saved_step = "done", -1
+    stopped = "done"
     last_metrics: dict[str, float] = {}
     t_log, imgs_log = time.time(), 0
     with _StopFlag() as flag:
@@ -231,7 +231,7 @@ def fit(
             for batch in loader:
                 pos += global_batch
                 bar.update(1)
-                for i, kind, path in batch.bad:
+                for _, kind, path in batch.bad:
                     report.add(kind, path)
                 b = int(batch.indices.numel())
                 seen_imgs += b + len(batch.bad)

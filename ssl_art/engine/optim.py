@@ -17,7 +17,8 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
     Teacher/EMA parameters have ``requires_grad=False`` and are left out, so the optimiser can never move them.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in module.named_parameters():
         if not p.requires_grad:
             continue

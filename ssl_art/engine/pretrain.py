@@ -38,20 +38,30 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
         synthetic_image_size=d.synthetic_image_size,
         seed=cfg.run.seed,
     )
-    log.info("collection %s: %d images (%d unreadable at indexing)", d.path or "<synthetic>", len(collection),
-             collection.bad.total)
+    log.info(
+        "collection %s: %d images (%d unreadable at indexing)",
+        d.path or "<synthetic>",
+        len(collection),
+        collection.bad.total,
+    )
     transform = MultiView(build_view_transform(d.aug, d.image_size), d.aug.n_views)
     dataset = ImageDataset(collection, transform, max_image_pixels=d.max_image_pixels)
     method = build_pretrain_model(cfg)
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     log.info("method %s on %s: %.2fM trainable parameters", cfg.method, cfg.model.backbone, n_params / 1e6)
     t0 = time.time()
-    result = fit(method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad, dist_backend=cfg.dist.backend)
+    result = fit(
+        method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad, dist_backend=cfg.dist.backend
+    )
     summary = {**dataclasses.asdict(result), "wall_s": time.time() - t0, "n_images": len(collection)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info(
         "%s after %d steps (%.1f epochs, %.0f s, %.1f img/s); checkpoint: %s",
-        result.stopped, result.steps, result.epochs, result.seconds, result.images_per_s,
+        result.stopped,
+        result.steps,
+        result.epochs,
+        result.seconds,
+        result.images_per_s,
         out / "checkpoints" / "last.pt",
     )
     return result

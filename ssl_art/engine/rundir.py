@@ -123,7 +123,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
 
 def rng_state() -> dict[str, Any]:
     """All RNG states, for checkpoints."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

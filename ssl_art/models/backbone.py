@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -46,7 +47,7 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str = "resnet18", pretrained: bool = False, n_intermediates: int = 4, img_size: int = 0):
         super().__init__()
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if img_size and _is_vit(name):
             kwargs["img_size"] = img_size
             kwargs["dynamic_img_size"] = True
@@ -57,9 +58,10 @@ class Backbone(nn.Module):
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(f"timm model '{name}' has no forward_intermediates(); pick a CNN/ViT that has it")
         self.name = name
-        self.embed_dim: int = int(self.model.num_features)
-        n_total = len(self.model.feature_info) if hasattr(self.model, "feature_info") else 0
-        n_total = n_total or len(getattr(self.model, "blocks", [])) or n_intermediates
+        model: Any = self.model  # timm models expose these attributes dynamically
+        self.embed_dim: int = int(model.num_features)
+        n_total = len(model.feature_info) if hasattr(model, "feature_info") else 0
+        n_total = n_total or len(getattr(model, "blocks", [])) or n_intermediates
         if n_intermediates < 1 or n_intermediates > n_total:
             raise ValueError(f"n_intermediates must be in [1, {n_total}] for {name}, got {n_intermediates}")
         # evenly strided, aligned to the last stage: resnet (stem + 4 stages) -> the 4 stages; ViT-12 -> 2, 5, 8, 11
@@ -81,8 +83,9 @@ class Backbone(nn.Module):
 
     def features(self, x: Tensor) -> Features:
         """``(B, 3, H, W)`` -> :class:`Features` (pooled ``(B, D)`` and the intermediate maps)."""
-        final, inter = self.model.forward_intermediates(x, indices=self.indices, output_fmt="NCHW")
-        pooled = self.model.forward_head(final, pre_logits=True)
+        model: Any = self.model
+        final, inter = model.forward_intermediates(x, indices=self.indices, output_fmt="NCHW")
+        pooled = model.forward_head(final, pre_logits=True)
         return Features(pooled=pooled, intermediates=list(inter))
 
 
@@ -116,5 +119,7 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
         raise ValueError(f"{p}: shape mismatch for {shapes[:5]} (checkpoint from another architecture?)")
     result = backbone.model.load_state_dict(picked, strict=False)
     if result.missing_keys:
-        log.warning("init_checkpoint %s: %d missing keys, e.g. %s", p, len(result.missing_keys), result.missing_keys[:5])
+        log.warning(
+            "init_checkpoint %s: %d missing keys, e.g. %s", p, len(result.missing_keys), result.missing_keys[:5]
+        )
     log.info("loaded %d backbone tensors from %s", len(picked), p)

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def build_backbone(cfg: ModelCfg, image_size: int) -> Backbone:
     """timm backbone from ``model.*``; ``model.init_checkpoint`` (a local file) is loaded on top."""
-    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, n_intermediates=cfg.n_intermediates, img_size=image_size)
+    backbone = Backbone(
+        cfg.backbone, pretrained=cfg.pretrained, n_intermediates=cfg.n_intermediates, img_size=image_size
+    )
     if cfg.init_checkpoint:
         load_backbone_weights(backbone, cfg.init_checkpoint)
     return backbone

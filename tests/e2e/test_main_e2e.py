@@ -16,7 +16,9 @@ def test_pretrain_then_linear(tmp_path, method):
     extra = ["model.fusion.enabled=true", "model.gram.enabled=true"] if method == "art_ssl" else []
     if method == "art_ssl":
         pytest.importorskip("ssl_art.methods.art_ssl")
-    assert main_pretrain.main(["--config", "configs/tiny.yaml", f"method={method}", f"run.output_dir={run}", *extra]) == 0
+    assert (
+        main_pretrain.main(["--config", "configs/tiny.yaml", f"method={method}", f"run.output_dir={run}", *extra]) == 0
+    )
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["stopped"] == "done"
