@@ -71,7 +71,7 @@ def gather(x: Tensor) -> tuple[Tensor, ...]:
     """
     if world_size() == 1:
         return (x,)
-    return GatherLayer.apply(x)  # type: ignore[no-any-return]
+    return GatherLayer.apply(x)
 
 
 def gather_cat(x: Tensor) -> Tensor:

@@ -112,14 +112,28 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
             if k.startswith(pre) and k[len(pre) :] in own:
                 picked[k[len(pre) :]] = v
                 break
+    saved = _stored_backbone(obj)
+    fix = (
+        f"it was saved from backbone '{saved}' while model.backbone='{backbone.name}'; set model.backbone={saved}"
+        if saved and saved != backbone.name
+        else f"is it a checkpoint of another architecture than model.backbone='{backbone.name}'?"
+    )
     if not picked:
-        raise ValueError(f"{p} holds no weights for backbone '{backbone.name}' (architecture mismatch?)")
+        raise ValueError(f"model.init_checkpoint {p} holds no weights for this backbone (architecture mismatch): {fix}")
     shapes = [k for k, v in picked.items() if own[k].shape != v.shape]
     if shapes:
-        raise ValueError(f"{p}: shape mismatch for {shapes[:5]} (checkpoint from another architecture?)")
-    result = backbone.model.load_state_dict(picked, strict=False)
-    if result.missing_keys:
-        log.warning(
-            "init_checkpoint %s: %d missing keys, e.g. %s", p, len(result.missing_keys), result.missing_keys[:5]
-        )
+        raise ValueError(f"model.init_checkpoint {p}: shape mismatch for {shapes[:5]}: {fix}")
+    missing = [k for k in own if k not in picked]
+    if missing:  # never silently non-strict: a half-initialised backbone is an error
+        raise ValueError(f"model.init_checkpoint {p}: {len(missing)} backbone weights missing ({missing[:5]}): {fix}")
+    backbone.model.load_state_dict(picked, strict=True)
     log.info("loaded %d backbone tensors from %s", len(picked), p)
+
+
+def _stored_backbone(obj: Any) -> str:
+    """The ``model.backbone`` recorded in an ssl_art checkpoint's config, or ``""``."""
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        model = obj["config"].get("model")
+        if isinstance(model, dict):
+            return str(model.get("backbone", ""))
+    return ""

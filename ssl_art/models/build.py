@@ -77,14 +77,25 @@ def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainM
     """Rebuild the method stored in an ssl_art checkpoint (on CPU) and load its weights strictly.
 
     Args:
-        path: ``checkpoints/last.pt`` (or any ``ckpt-*.pt``) of a pretraining run.
+        path: ``checkpoints/last.pt`` (or any ``ckpt-*.pt``) of a pretraining run, or the run dir itself: then a
+            truncated or corrupt ``last.pt`` falls back (with a warning) to the newest ``ckpt-*.pt`` that verifies.
         pretrained_backbone: keep ``model.pretrained`` as stored (default off: the weights come from the file).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt.
+        ValueError: the weights do not match the stored config (missing/unexpected keys are listed).
     """
-    from ssl_art.engine.checkpoint import load_checkpoint
+    from ssl_art.engine.checkpoint import find_resumable, load_checkpoint, verify_checkpoint
 
     p = Path(path)
     if p.is_dir():
-        p = p / "checkpoints" / "last.pt" if (p / "checkpoints").is_dir() else p / "last.pt"
+        ckpt_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        p = ckpt_dir / "last.pt"
+        if not verify_checkpoint(p):
+            found = find_resumable(ckpt_dir)
+            if found is not None:
+                log.warning("%s is missing, truncated or corrupt; using %s instead", p, found)
+                p = found
     ckpt = load_checkpoint(p)
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{p} is not an ssl_art pretraining checkpoint (needs 'config' and 'model')")
