@@ -10,6 +10,7 @@ import sys
 
 from ssl_art.config import PretrainConfig, load_config
 from ssl_art.engine.pretrain import run_pretrain
+from ssl_art.engine.rundir import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,4 +20,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # user errors: one "error: ..." line, no traceback

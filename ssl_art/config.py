@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ class RunCfg:
     keep_last: int = 2
     log_every: int = 10
     time_budget_s: float = 0.0  # > 0 stops training after this wall-clock time (equal-budget benchmarks)
+    budget_clock: str = "wall"  # wall | process (CPU seconds of this process: equal compute on a busy machine)
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
     progress: bool = True
 
@@ -306,8 +308,11 @@ class RetrievalCfg:
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
     train_size: int = 0  # IVF training sample; 0 = min(n, max(40*nlist, 10000))
-    k: int = 10
-    seed: int = 0
+    k: int = 10  # hits per query image
+    seed: int = 0  # IVF training-sample seed
+
+
+RetrievalConfig = RetrievalCfg  # top-level name (``*Config``) for configs/retrieval/*.yaml, like the other entry points
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -325,6 +330,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "eval.embedding": ("auto", "pooled", "fused", "gram"),
     "model.fusion.pool": ("avg", "gem"),
     "loss.teacher_views": ("alternate", "all"),
+    "run.budget_clock": ("wall", "process"),
 }
 
 
@@ -335,6 +341,9 @@ def register_choices(key: str, choices: tuple[str, ...]) -> None:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
+
+
+_SCI_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -355,6 +364,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{key}: {value!r} does not match {tp}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; on the command line it means a float
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int and isinstance(value, bool):

@@ -12,9 +12,10 @@ apply ``data.max_bad_fraction``.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,23 @@ def _from_files(paths: list[str], labels: dict[str, list[str | None]], source: s
     )
 
 
+def _open_manifest(csv_path: str) -> io.StringIO:
+    """The manifest's text (BOM stripped, newlines kept for ``csv``); not UTF-8 is an error naming the file."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            return io.StringIO(f.read(), newline="")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{csv_path}: not a UTF-8 text file ({e}); save the manifest as UTF-8 CSV") from e
+
+
+def _rows(reader: Iterator[list[str]], csv_path: str) -> Iterator[list[str]]:
+    """``reader``'s rows, with ``csv.Error`` (e.g. an oversized field) re-raised as a ValueError naming the file."""
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise ValueError(f"{csv_path}: malformed CSV ({e})") from e
+
+
 def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, list[str | None]]]:
     """Parse a CSV manifest into absolute paths and label columns (no file checks).
 
@@ -164,12 +182,13 @@ def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, l
 
     Raises:
         ValueError: naming the file and line for a missing ``path`` column, duplicate or empty column names, a row
-            with the wrong number of cells or an empty path.
+            with the wrong number of cells or an empty path, a file that is not UTF-8 or not parseable as CSV.
     """
     base = Path(root) if root else Path(csv_path).resolve().parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with _open_manifest(csv_path) as f:
         reader = csv.reader(f)
-        header = next(reader, None)
+        rows = _rows(reader, csv_path)
+        header = next(rows, None)
         if header is None:
             raise ValueError(f"{csv_path}: empty manifest, expected a header row with a 'path' column")
         names = [h.strip() for h in header]
@@ -180,7 +199,7 @@ def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, l
         pcol = names.index("path")
         paths: list[str] = []
         labels: dict[str, list[str | None]] = {n: [] for n in names if n != "path"}
-        for row in reader:
+        for row in rows:
             line = reader.line_num
             if not row or all(not c.strip() for c in row):
                 continue  # blank line
@@ -191,8 +210,11 @@ def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, l
             cells = [c.strip() for c in row]
             if not cells[pcol]:
                 raise ValueError(f"{csv_path}: line {line} has an empty 'path' cell")
-            p = Path(cells[pcol]).expanduser()
-            paths.append(str(p if p.is_absolute() else (base / p).resolve()))
+            try:
+                p = Path(cells[pcol]).expanduser()
+                paths.append(str(p if p.is_absolute() else (base / p).resolve()))
+            except (RuntimeError, ValueError, OSError) as e:  # ~unknownuser, embedded NUL, ...
+                raise ValueError(f"{csv_path}: line {line} has an unusable path {cells[pcol]!r} ({e})") from e
             for k, name in enumerate(names):
                 if k != pcol:
                     labels[name].append(cells[k] or None)

@@ -87,7 +87,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not verify_checkpoint(path):
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (size/hash mismatch)")
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt (size/hash mismatch); use an earlier ckpt-*.pt, or pass "
+            "the run dir (eval.checkpoint / run.resume pick the newest checkpoint that verifies)"
+        )
     obj = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not an ssl_art checkpoint (expected a dict)")

@@ -9,6 +9,7 @@ The loop mirrors MAE's ``engine_pretrain.train_one_epoch`` without its ``args`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
-from ssl_art.data.decode import BadFileReport
+from ssl_art.data.decode import BadFileReport, TooManyBadFilesError
 from ssl_art.engine import checkpoint as ckpt_io
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.rundir import (
@@ -40,6 +41,7 @@ from ssl_art.engine.rundir import (
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.engine.schedules import cosine_schedule, scaled_lr
 from ssl_art.methods.base import PretrainMethod
+from ssl_art.models.build import load_state_reporting
 
 log = logging.getLogger("ssl_art.engine")
 
@@ -139,7 +141,10 @@ def fit(
 
     Raises:
         ValueError: batch larger than the dataset.
-        NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row.
+        NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row (nothing is saved after the last good
+            checkpoint, whose path the message names).
+        TooManyBadFilesError: more than ``data.max_bad_fraction`` unreadable; ``out/bad_files.json`` is written first.
+        ConfigError: on resume, the checkpoint's weights do not match ``method`` (keys listed).
     """
     n = len(dataset)  # type: ignore[arg-type]
     seed_everything(run.seed, run.deterministic)
@@ -165,6 +170,7 @@ def fit(
     report = bad if bad is not None else BadFileReport()
 
     step, epoch, pos, elapsed_before, nonfinite_total = 0, 0, 0, 0.0, 0
+    bad_idx: set[int] = set()  # dataset indices found unreadable while training: each file counts once
     saved_step, saved_pos = -1, [-1]
     ckpt_dir = out / "checkpoints"
     if run.resume:
@@ -173,12 +179,13 @@ def fit(
             log.warning("run.resume=true but no valid checkpoint in %s: starting from scratch", ckpt_dir)
         else:
             state = ckpt_io.load_checkpoint(found)
-            method.load_state_dict(state["model"], strict=True)
+            load_state_reporting(method, state["model"], f"run.resume: {found}")
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             step, epoch, pos = state["step"], state["epoch"], state["pos"]
             elapsed_before, nonfinite_total = state["elapsed"], state["nonfinite"]
             report = state.get("bad_report", report)
+            bad_idx = set(state.get("bad_indices", []))
             set_rng_state(state["rng"])
             log.info("resumed from %s at step %d (epoch %d, sample %d)", found, step, epoch, pos)
 
@@ -201,6 +208,7 @@ def fit(
             "rng": rng_state(),
             "config": config,
             "bad_report": report,
+            "bad_indices": sorted(bad_idx),
         }
         path = ckpt_io.save_rolling(ckpt_dir, step, state, run.keep_last)
         (out / "bad_files.json").write_text(json.dumps(report.to_dict(), indent=2))
@@ -212,11 +220,18 @@ def fit(
     metrics_file = open(out / ("metrics.jsonl" if rank == 0 else f"metrics_rank{rank}.jsonl"), "a")
     loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
     t0 = time.time()
+    # the budget clock: wall time, or this process's CPU time (fair equal-compute budgets on a shared machine)
+    clock = time.process_time if run.budget_clock == "process" else time.time
+    c0 = clock()
+
+    def budget_used(before: float) -> float:
+        return (before if run.budget_clock == "wall" else 0.0) + clock() - c0
+
     seen_imgs, consecutive_bad, micro = 0, 0, 0
     stopped = "done"
     last_metrics: dict[str, float] = {}
     t_log, imgs_log = time.time(), 0
-    with _StopFlag() as flag:
+    with _StopFlag() as flag, metrics_file, contextlib.closing(writer):  # closed on errors too
         while step < total:
             sampler.set_epoch(epoch, start=pos)
             bar = tqdm(
@@ -231,12 +246,21 @@ def fit(
             for batch in loader:
                 pos += global_batch
                 bar.update(1)
-                for _, kind, path in batch.bad:
-                    report.add(kind, path)
+                for idx, kind, path in batch.bad:
+                    if idx not in bad_idx:
+                        bad_idx.add(idx)
+                        report.add(kind, path)
                 b = int(batch.indices.numel())
                 seen_imgs += b + len(batch.bad)
-                if report.total and seen_imgs >= 50:
-                    report.check(seen_imgs + report.total, data.max_bad_fraction)
+                # bad fraction = bad files / (files read so far, at most one epoch + files dropped while indexing)
+                looked = min(epoch * batches_per_epoch * global_batch + pos, batches_per_epoch * global_batch)
+                if report.total and looked >= min(50, batches_per_epoch * global_batch):
+                    try:
+                        report.check(looked + report.total - len(bad_idx), data.max_bad_fraction)
+                    except TooManyBadFilesError:
+                        if rank == 0:
+                            (out / "bad_files.json").write_text(json.dumps(report.to_dict(), indent=2))
+                        raise
                 if b < 2:  # nothing to contrast
                     continue
                 progress = step / total
@@ -253,12 +277,10 @@ def fit(
                     consecutive_bad += 1
                     opt.zero_grad(set_to_none=True)
                     micro = 0
+                    back_off_loss_scale(scaler, loss)
                     log.warning("non-finite loss at step %d: step skipped (%d in a row)", step, consecutive_bad)
                     if consecutive_bad >= run.max_nonfinite:
-                        raise NonFiniteLossError(
-                            f"{consecutive_bad} non-finite losses in a row at step {step}; stopping. The last good "
-                            f"checkpoint is in {ckpt_dir}. Try a lower optim.lr, run.amp=bf16/off or optim.clip_grad."
-                        )
+                        raise NonFiniteLossError(_nonfinite_msg("losses", consecutive_bad, step, ckpt_dir))
                     continue
                 scaler.scale(loss / optim.accum_steps).backward()
                 micro += 1
@@ -274,9 +296,9 @@ def fit(
                     consecutive_bad += 1
                     scaler.update()  # fp16: lowers the loss scale; otherwise a no-op
                     opt.zero_grad(set_to_none=True)
-                    log.warning("non-finite gradients at step %d: step skipped", step)
+                    log.warning("non-finite gradients at step %d: step skipped (%d in a row)", step, consecutive_bad)
                     if consecutive_bad >= run.max_nonfinite:
-                        raise NonFiniteLossError(f"{consecutive_bad} non-finite gradient steps in a row; stopping")
+                        raise NonFiniteLossError(_nonfinite_msg("gradients", consecutive_bad, step, ckpt_dir))
                     continue
                 scaler.step(opt)
                 scaler.update()
@@ -307,7 +329,7 @@ def fit(
                     save()
                 if flag.signum:
                     stopped, interrupted = "signal", True
-                elif run.time_budget_s and elapsed_before + time.time() - t0 >= run.time_budget_s:
+                elif run.time_budget_s and budget_used(elapsed_before) >= run.time_budget_s:
                     stopped, interrupted = "time_budget", True
                 if step >= total or interrupted:
                     break
@@ -322,8 +344,6 @@ def fit(
                 log.info("epoch %d done: step %d/%d %s", epoch, step, total, _fmt(last_metrics))
         save()
     seconds = time.time() - t0
-    writer.close()
-    metrics_file.close()
     return FitResult(
         steps=step,
         epochs=epoch + pos / max(1, batches_per_epoch * global_batch),
@@ -333,6 +353,29 @@ def fit(
         nonfinite_skipped=nonfinite_total,
         bad_files=report.to_dict(),
         last_metrics=last_metrics,
+    )
+
+
+def back_off_loss_scale(scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    """fp16: lower the loss scale after a non-finite loss, as ``GradScaler.update`` does for non-finite grads.
+
+    The scaler backs off by itself only when ``unscale_`` saw inf/NaN gradients; a loss that is already
+    non-finite never reaches backward, so the scale is lowered here by the same ``backoff_factor``. No-op when the
+    scaler is disabled (bf16, fp32).
+    """
+    if not scaler.is_enabled():
+        return
+    scaler.scale(loss.detach())  # creates the scale tensor (on the loss's device) if no step has run yet
+    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+
+
+def _nonfinite_msg(what: str, n: int, step: int, ckpt_dir: Path) -> str:
+    last = ckpt_io.find_resumable(ckpt_dir)
+    where = f"the last good checkpoint is {last}" if last else f"no checkpoint was written yet in {ckpt_dir}"
+    return (
+        f"{n} non-finite {what} in a row at step {step} (run.max_nonfinite); stopping, {where}. Fix: lower "
+        "optim.lr, raise optim.warmup_epochs, use run.amp=bf16 or off, or set optim.clip_grad; then resume with "
+        "run.resume=true."
     )
 
 

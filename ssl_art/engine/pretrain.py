@@ -9,25 +9,91 @@ import dataclasses
 import json
 import logging
 import time
+from pathlib import Path
 
-from ssl_art.config import PretrainConfig, config_to_dict
+import yaml
+
+from ssl_art.config import ConfigError, PretrainConfig, config_to_dict, validate
 from ssl_art.data.collection import load_collection
 from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.loop import FitResult, fit
-from ssl_art.engine.rundir import prepare_run_dir, seed_everything, setup_logging
-from ssl_art.models.build import build_pretrain_model
+from ssl_art.engine.rundir import (
+    amp_dtype,
+    check_run_dir,
+    prepare_run_dir,
+    resolve_device,
+    seed_everything,
+    setup_logging,
+)
+from ssl_art.models.build import METHODS, build_pretrain_model
 
 log = logging.getLogger("ssl_art.pretrain")
 
 
+def preflight(cfg: PretrainConfig) -> None:
+    """Cheap checks that must fail before any data is indexed or a model is built (one message naming the fix).
+
+    Raises:
+        ConfigError: an out-of-range value, or a ``data.path`` / ``model.init_checkpoint`` that does not exist.
+        RunDirError: ``run.output_dir`` holds a run and neither ``run.resume`` nor ``run.overwrite`` is set.
+    """
+    validate(cfg)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
+    if cfg.data.path and not Path(cfg.data.path).expanduser().exists():
+        raise ConfigError(
+            f"data.path={cfg.data.path!r} does not exist; point it at an image folder, an ImageFolder tree or a "
+            "CSV manifest (or data.path='' for the embedded synthetic collection)"
+        )
+    init = cfg.model.init_checkpoint
+    if init and not Path(init).expanduser().is_file():
+        raise ConfigError(f"model.init_checkpoint={init!r} is not a file; give a local weights file or leave it empty")
+    try:  # run.device=cuda without CUDA, run.amp=fp16 on CPU
+        amp_dtype(cfg.run.amp, resolve_device(cfg.run.device))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    check_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite)
+    if cfg.run.resume:
+        _check_resume_matches(cfg)
+
+
+_RESUME_FREE = {"init_checkpoint", "pretrained"}  # weights come from the checkpoint on resume
+
+
+def _check_resume_matches(cfg: PretrainConfig) -> None:
+    """On ``run.resume``, the method and model must be those of the run being continued (its ``config.yaml``)."""
+    saved_file = Path(cfg.run.output_dir) / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    now = config_to_dict(cfg)
+    diffs = [f"method: {saved.get('method')!r} -> {now['method']!r}"] if saved.get("method") != now["method"] else []
+    old_model = saved.get("model", {}) if isinstance(saved.get("model"), dict) else {}
+    for key, value in now["model"].items():
+        if key not in _RESUME_FREE and key in old_model and old_model[key] != value:
+            diffs.append(f"model.{key}: {old_model[key]!r} -> {value!r}")
+    if diffs:
+        raise ConfigError(
+            f"run.resume=true but the config differs from the run in {cfg.run.output_dir} ({'; '.join(diffs)}); "
+            f"resume with the original values (see {saved_file}) or start a new run.output_dir"
+        )
+
+
 def run_pretrain(cfg: PretrainConfig) -> FitResult:
-    """Pretrain ``cfg.method`` on ``cfg.data.path`` into ``cfg.run.output_dir`` (resumable with ``run.resume``)."""
+    """Pretrain ``cfg.method`` on ``cfg.data.path`` into ``cfg.run.output_dir`` (resumable with ``run.resume``).
+
+    Raises:
+        ConfigError: see :func:`preflight`; also a batch larger than the collection.
+        RunDirError: see :func:`preflight`.
+        TooManyBadFilesError: more than ``data.max_bad_fraction`` of the files are unreadable (at indexing or
+            while training); ``<output_dir>/bad_files.json`` lists them by kind.
+        NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row; the last good checkpoint is kept.
+    """
+    preflight(cfg)
     config = config_to_dict(cfg)
-    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
-    setup_logging(out)
-    seed_everything(cfg.run.seed, cfg.run.deterministic)  # before building the model: its init is seeded too
+    setup_logging(None)  # console only until the run dir exists
     d = cfg.data
     collection = load_collection(
         d.path,
@@ -38,6 +104,16 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
         synthetic_image_size=d.synthetic_image_size,
         seed=cfg.run.seed,
     )
+    if d.batch_size > len(collection):
+        raise ConfigError(
+            f"data.batch_size={d.batch_size} is larger than the collection {d.path or '<synthetic>'} "
+            f"({len(collection)} usable images); lower data.batch_size to at most {len(collection)}"
+        )
+    collection.bad.check(collection.n_indexed, d.max_bad_fraction)  # stop before any training
+    seed_everything(cfg.run.seed, cfg.run.deterministic)  # before building the model: its init is seeded too
+    method = build_pretrain_model(cfg)  # before the run dir exists: an init_checkpoint mismatch leaves nothing
+    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
+    setup_logging(out)
     log.info(
         "collection %s: %d images (%d unreadable at indexing)",
         d.path or "<synthetic>",
@@ -46,7 +122,6 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     )
     transform = MultiView(build_view_transform(d.aug, d.image_size), d.aug.n_views)
     dataset = ImageDataset(collection, transform, max_image_pixels=d.max_image_pixels)
-    method = build_pretrain_model(cfg)
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     log.info("method %s on %s: %.2fM trainable parameters", cfg.method, cfg.model.backbone, n_params / 1e6)
     t0 = time.time()
@@ -55,6 +130,13 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     )
     summary = {**dataclasses.asdict(result), "wall_s": time.time() - t0, "n_images": len(collection)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if result.bad_files.get("total"):
+        log.warning(
+            "%d unreadable files skipped (counts per kind in %s): %s",
+            result.bad_files["total"],
+            out / "bad_files.json",
+            result.bad_files["counts"],
+        )
     log.info(
         "%s after %d steps (%.1f epochs, %.0f s, %.1f img/s); checkpoint: %s",
         result.stopped,

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import sys
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,53 @@ class RunDirError(RuntimeError):
     """The output directory cannot be used as asked."""
 
 
+def check_run_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work starts, a non-empty ``output_dir`` unless ``resume`` or ``overwrite`` is asked.
+
+    Raises:
+        RunDirError: naming the three ways out.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"run.output_dir={out} is a file, not a folder; choose another run.output_dir")
+    if out.exists() and any(out.iterdir()) and not resume and not overwrite:
+        raise RunDirError(
+            f"output dir {out} already holds a run. Use run.resume=true to continue it, "
+            f"run.overwrite=true to replace it, or choose another run.output_dir."
+        )
+
+
 def prepare_run_dir(output_dir: str, resume: bool, overwrite: bool, config: dict[str, Any]) -> Path:
     """Create (or reuse, on resume) the run directory and write the resolved ``config.yaml``."""
     out = Path(output_dir)
+    check_run_dir(output_dir, resume, overwrite)
     if out.exists() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise RunDirError(
-                f"output dir {out} already holds a run. Use run.resume=true to continue it, "
-                f"run.overwrite=true to replace it, or choose another run.output_dir."
-            )
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # run.overwrite=true (check_run_dir refused everything else)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return out
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Run an entry point; a user-facing error becomes one ``error: ...`` line on stderr instead of a traceback.
+
+    Configuration and argument errors (bad values, missing files, a refused run dir) exit with status 2 like
+    argparse; data and numerical faults that stop a run (too many bad files, non-finite losses, a corrupt
+    checkpoint) exit with 1. Anything else is a bug and keeps its traceback.
+    """
+    from ssl_art.config import ConfigError
+    from ssl_art.data.decode import TooManyBadFilesError
+    from ssl_art.engine.checkpoint import CheckpointError
+    from ssl_art.engine.loop import NonFiniteLossError
+
+    try:
+        return main()
+    except (ConfigError, RunDirError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (TooManyBadFilesError, NonFiniteLossError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def setup_logging(out: Path | None = None, rank: int = 0) -> None:

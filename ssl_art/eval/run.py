@@ -197,6 +197,10 @@ def preflight(cfg: LinearConfig) -> None:
     init = cfg.model.init_checkpoint
     if init and not Path(init).expanduser().is_file():
         raise ConfigError(f"model.init_checkpoint={init!r} is not a file; give a local weights file or leave it empty")
+    try:
+        resolve_device(cfg.run.device)
+    except RuntimeError as e:  # run.device=cuda/mps that is not there
+        raise ConfigError(str(e)) from e
     out = Path(cfg.run.output_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"run.output_dir={out} is a file; choose another run.output_dir")

@@ -18,6 +18,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from ssl_art.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -119,13 +121,15 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
         else f"is it a checkpoint of another architecture than model.backbone='{backbone.name}'?"
     )
     if not picked:
-        raise ValueError(f"model.init_checkpoint {p} holds no weights for this backbone (architecture mismatch): {fix}")
+        raise ConfigError(
+            f"model.init_checkpoint {p} holds no weights for this backbone (architecture mismatch): {fix}"
+        )
     shapes = [k for k, v in picked.items() if own[k].shape != v.shape]
     if shapes:
-        raise ValueError(f"model.init_checkpoint {p}: shape mismatch for {shapes[:5]}: {fix}")
+        raise ConfigError(f"model.init_checkpoint {p}: shape mismatch for {shapes[:5]}: {fix}")
     missing = [k for k in own if k not in picked]
     if missing:  # never silently non-strict: a half-initialised backbone is an error
-        raise ValueError(f"model.init_checkpoint {p}: {len(missing)} backbone weights missing ({missing[:5]}): {fix}")
+        raise ConfigError(f"model.init_checkpoint {p}: {len(missing)} backbone weights missing ({missing[:5]}): {fix}")
     backbone.model.load_state_dict(picked, strict=True)
     log.info("loaded %d backbone tensors from %s", len(picked), p)
 

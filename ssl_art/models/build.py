@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_art.config import ModelCfg, PretrainConfig, config_from_dict
+from ssl_art.config import ConfigError, ModelCfg, PretrainConfig, config_from_dict
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.models.backbone import Backbone, load_backbone_weights
 
@@ -59,13 +59,17 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainMethod:
 
 
 def load_state_reporting(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a message that lists missing/unexpected keys and the likely cause."""
+    """``load_state_dict(strict=True)`` with a message that lists missing/unexpected keys and the likely cause.
+
+    Raises:
+        ConfigError: (a ``ValueError``) listing missing and unexpected keys and shape mismatches.
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or shape:
-        raise ValueError(
+        raise ConfigError(
             f"{source} does not match the model: {len(missing)} missing keys {missing[:4]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(shape)} shape mismatches {shape[:4]}. "
             "Was it saved with another backbone/method config?"

@@ -1,0 +1,189 @@
+"""Fine-tuning models: an encoder with one linear head per label column, and rebuilding them from a saved spec.
+
+An *encoder* is any module ``(B, 3, H, W) -> (B, D)`` with a ``model`` attribute holding its timm network (the
+ssl_art :class:`~ssl_art.models.backbone.Backbone`, or the cheap branch's
+:class:`~ssl_art.models.gated.EarlyStages`), so layer-wise lr decay and freezing can find stages/blocks. A
+:class:`ModelSpec` (plain dict in checkpoints) is everything ``predict`` needs to rebuild the network without the
+training config, which keeps serving independent of the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from ssl_art.models.backbone import Backbone
+from ssl_art.models.gated import EarlyStages, GatedTwoBranch
+
+
+class Classifier(nn.Module):
+    """Encoder + one linear head per task.
+
+    Args:
+        encoder: ``(B, 3, H, W) -> (B, D)`` module with a ``model`` attribute (its timm network).
+        dim: ``D``.
+        n_classes: classes per head.
+        dropout: dropout before the heads.
+    """
+
+    def __init__(self, encoder: nn.Module, dim: int, n_classes: list[int], dropout: float = 0.0):
+        super().__init__()
+        if not n_classes or min(n_classes) < 2:
+            raise ValueError(f"every head needs at least 2 classes, got {n_classes}")
+        self.encoder = encoder
+        self.drop = nn.Dropout(dropout)
+        self.heads = nn.ModuleList(nn.Linear(dim, c) for c in n_classes)
+        self.dim, self.n_classes = dim, list(n_classes)
+
+    @property
+    def timm_model(self) -> nn.Module:
+        """The timm network inside the encoder (for layer-wise decay and freezing)."""
+        model = self.encoder.model
+        assert isinstance(model, nn.Module)
+        return model
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(B, 3, H, W)`` -> pooled features ``(B, D)`` and per-head logits ``(B, C_t)``."""
+        f = self.encoder(x)
+        return f, [h(self.drop(f)) for h in self.heads]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Per-head logits ``(B, C_t)``."""
+        return self.features_and_logits(x)[1]
+
+
+class PrimaryHead(nn.Module):
+    """Adapter to the gated branch contract: ``x -> (features (B, D), logits of head 0 (B, K))``."""
+
+    def __init__(self, classifier: Classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f, logits = self.classifier.features_and_logits(x)
+        return f, logits[0]
+
+
+@dataclass
+class ModelSpec:
+    """Architecture description stored in fine-tune checkpoints (``kind``: ``classifier`` or ``gated``)."""
+
+    kind: str
+    backbone: str
+    n_intermediates: int
+    image_size: int
+    columns: list[str]
+    classes: dict[str, list[str]]
+    dropout: float = 0.0
+    cheap_backbone: str = ""
+    cheap_stages: int = 2
+    hidden_dim: int = 64
+    threshold: float = 0.9
+    alpha: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ModelSpec:
+        return ModelSpec(**d)
+
+    @property
+    def n_classes(self) -> list[int]:
+        return [len(self.classes[c]) for c in self.columns]
+
+
+def build_classifier(spec: ModelSpec, backbone: Backbone | None = None) -> Classifier:
+    """The expensive/plain classifier; ``backbone`` (already loaded weights) or a fresh random one."""
+    bb = backbone or Backbone(
+        spec.backbone, pretrained=False, n_intermediates=spec.n_intermediates, img_size=spec.image_size
+    )
+    return Classifier(bb, bb.embed_dim, spec.n_classes, spec.dropout)
+
+
+class _PooledTimm(nn.Module):
+    """A small timm CNN as a cheap encoder: ``(B, 3, H, W) -> (B, D)`` via ``num_classes=0``."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        import timm
+
+        self.model = timm.create_model(name, pretrained=False, num_classes=0)
+        num_features: Any = self.model.num_features
+        self.dim = int(num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def build_cheap(spec: ModelSpec, expensive: Classifier) -> Classifier:
+    """Cheap classifier: a small timm CNN (``cheap_backbone``) or the expensive encoder's first ``cheap_stages``."""
+    primary = spec.columns[:1]
+    n = [len(spec.classes[c]) for c in primary]
+    enc: EarlyStages | _PooledTimm
+    enc = (
+        _PooledTimm(spec.cheap_backbone)
+        if spec.cheap_backbone
+        else EarlyStages(expensive.timm_model, spec.cheap_stages)
+    )
+    return Classifier(enc, enc.dim, n, spec.dropout)
+
+
+def build_gated(spec: ModelSpec, cheap: Classifier, expensive: Classifier) -> GatedTwoBranch:
+    """Wrap two trained classifiers (head 0 each) in the gate."""
+    return GatedTwoBranch(
+        PrimaryHead(cheap),
+        PrimaryHead(expensive),
+        cheap_dim=cheap.dim,
+        expensive_dim=expensive.dim,
+        hidden_dim=spec.hidden_dim,
+        threshold=spec.threshold,
+        alpha=spec.alpha,
+    )
+
+
+def build_from_spec(spec: ModelSpec) -> nn.Module:
+    """Randomly initialised network of ``spec.kind`` whose state dict matches a saved checkpoint's."""
+    expensive = build_classifier(spec)
+    if spec.kind == "classifier":
+        return expensive
+    if spec.kind == "gated":
+        return build_gated(spec, build_cheap(spec, expensive), expensive)
+    raise ValueError(f"unknown model kind {spec.kind!r}; valid: classifier, gated")
+
+
+def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+    """Rebuild a fine-tuned model from ``checkpoints/best.pt`` / ``gated.pt`` (or a run dir) on CPU, in eval mode.
+
+    Returns:
+        ``(model, spec, meta)`` where ``meta`` holds e.g. ``val_score`` (used to weight ensembles).
+
+    Raises:
+        ValueError: when the file is not a fine-tune checkpoint or its weights do not match the stored spec.
+    """
+    from pathlib import Path
+
+    import torch
+
+    p = Path(path)
+    if p.is_dir():
+        cands = [p / "checkpoints" / "gated.pt", p / "checkpoints" / "best.pt"]
+        found = next((c for c in cands if c.is_file()), None)
+        if found is None:
+            raise ValueError(f"{p} holds no fine-tune checkpoint (looked for {', '.join(map(str, cands))})")
+        p = found
+    obj = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict) or "spec" not in obj or "model" not in obj:
+        raise ValueError(f"{p} is not an ssl_art fine-tune checkpoint (needs 'spec' and 'model')")
+    spec = ModelSpec.from_dict(obj["spec"])
+    model = build_from_spec(spec)
+    missing, unexpected = model.load_state_dict(obj["model"], strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{p}: {len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}"
+        )
+    model.eval()
+    return model, spec, dict(obj.get("meta", {}))

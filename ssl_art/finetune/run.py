@@ -1,0 +1,343 @@
+"""``run_finetune(cfg)``: the fine-tuning pipeline behind ``main_finetune.py``.
+
+Order matters for honest numbers: load and label-map the collection, make (or reuse) the saved split, fine-tune with
+model selection on val, evaluate the selected model on test exactly once, then optionally soft-vote with other runs
+and train the gated head (stage 0 cheap branch, stage 1 selector/fusion, budget calibration on val, optional stage
+2), and finally measure FLOPs, images/s, routing and accuracy of gated vs expensive-only vs cheap-only on the same
+test images. Everything lands in the run dir: ``splits.json``, ``config.yaml``, ``checkpoints/``, ``test*.json``,
+confusion PNGs, ``gate_compare.json`` and ``summary.json``, plus TensorBoard events under ``tb/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import ssl_art.finetune  # noqa: F401  (registers the ft.* choices)
+from ssl_art.config import FinetuneConfig, config_to_dict
+from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
+from ssl_art.data.collection import load_collection
+from ssl_art.engine.checkpoint import save_checkpoint
+from ssl_art.engine.rundir import amp_dtype, prepare_run_dir, resolve_device, seed_everything, setup_logging
+from ssl_art.engine.schedules import scaled_lr
+from ssl_art.finetune.compute import measure_modes
+from ssl_art.finetune.ensemble import member_weights, soft_vote
+from ssl_art.finetune.gate_train import GateSettings, cache_outputs, calibrate, train_stage1, train_stage2
+from ssl_art.finetune.labels import read_label_map, remap_collection, target_matrix
+from ssl_art.finetune.lr_decay import freeze_for_mode
+from ssl_art.finetune.model import Classifier, ModelSpec, build_cheap, build_gated, load_finetuned
+from ssl_art.finetune.report import classification_metrics, write_report
+from ssl_art.finetune.splits import Split, load_split, make_split, save_split
+from ssl_art.finetune.train import TrainSettings, predict_probs, train_classifier
+from ssl_art.models.backbone import Backbone
+
+log = logging.getLogger("ssl_art.finetune")
+
+
+def _initial_backbone(cfg: FinetuneConfig) -> Backbone:
+    """From an ssl_art pretraining checkpoint (``ft.checkpoint``), else ``model.*`` (timm weights / file / random)."""
+    if cfg.ft.checkpoint:
+        from ssl_art.models.build import load_method
+
+        method, pcfg = load_method(cfg.ft.checkpoint)
+        bb = method.backbone
+        if not isinstance(bb, Backbone):
+            raise ValueError(f"{cfg.ft.checkpoint}: the method's backbone is not an ssl_art Backbone")
+        log.info("backbone %s from pretraining checkpoint %s", pcfg.model.backbone, cfg.ft.checkpoint)
+        return bb
+    from ssl_art.models.build import build_backbone
+
+    return build_backbone(cfg.model, cfg.data.image_size)
+
+
+def _settings(cfg: FinetuneConfig, epochs: int, layer_decay: float, linear: bool, n_heads: int) -> TrainSettings:
+    o, f = cfg.optim, cfg.ft
+    return TrainSettings(
+        epochs=epochs,
+        lr=scaled_lr(o.lr, cfg.data.batch_size, o.accum_steps),
+        min_lr=o.min_lr,
+        warmup_epochs=o.warmup_epochs,
+        weight_decay=o.weight_decay,
+        optimizer=o.name,
+        momentum=o.momentum,
+        clip_grad=o.clip_grad,
+        layer_decay=layer_decay,
+        label_smoothing=f.label_smoothing,
+        mixup=f.mixup if n_heads == 1 else 0.0,
+        cutmix=f.cutmix if n_heads == 1 else 0.0,
+        imbalance=f.imbalance,
+        task_weights=f.task_weights if n_heads == len(f.task_weights) else (),
+        select_metric=f.select_metric,
+        patience=f.patience,
+        max_steps=o.max_steps,
+        seed=cfg.run.seed,
+        freeze_backbone_stats=linear,
+        time_budget_s=cfg.run.time_budget_s,
+    )
+
+
+def _get_split(cfg: FinetuneConfig, out: Path, coll: Collection, targets: np.ndarray) -> Split:
+    path = Path(cfg.split.file) if cfg.split.file else out / "splits.json"
+    if path.is_file():
+        log.info("reusing split %s", path)
+        split = load_split(path, coll.paths)
+        if path.resolve() != (out / "splits.json").resolve():  # every run dir documents its own split
+            shutil.copyfile(path, out / "splits.json")
+        return split
+    s = cfg.split
+    groups = coll.labels[s.group_column] if s.group_column else None
+    if s.group_column and groups is None:
+        raise ValueError(f"split.group_column {s.group_column!r} not in the collection")
+    split = make_split(
+        targets[:, 0],
+        s.val_fraction,
+        0.0 if s.test_path else s.test_fraction,
+        s.seed,
+        groups,
+        np.asarray((targets >= 0).any(1)),
+    )
+    save_split(out / "splits.json", split, coll.paths, config_to_dict(s) | {"source": coll.source})
+    return split
+
+
+def _load_images(loader: Any, n: int) -> torch.Tensor:
+    """Preprocessed ``(n, 3, S, S)`` tensor of a loader's images in collection order (bad images: zeros)."""
+    images: torch.Tensor | None = None
+    for b in loader:
+        if not b.views:
+            continue
+        if images is None:
+            images = torch.zeros((n, *b.views[0].shape[1:]))
+        images[b.indices] = b.views[0]
+    assert images is not None
+    return images
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run the whole pipeline (see the module docstring); returns the summary also written to ``summary.json``."""
+    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config_to_dict(cfg))
+    setup_logging(out)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    device = resolve_device(cfg.run.device)
+    amp = amp_dtype(cfg.run.amp, device)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+
+    columns = list(cfg.ft.label_columns) or [cfg.data.label_column]
+    label_map = read_label_map(cfg.ft.label_map) if cfg.ft.label_map else {}
+    coll = remap_collection(build_collection(cfg.data, cfg.run.seed), label_map)
+    classes = {c: coll.classes(c) for c in columns}
+    targets = target_matrix(coll, columns, classes)
+    split = _get_split(cfg, out, coll, targets)
+    train, val = coll.subset(split.train), coll.subset(split.val)
+    y_train, y_val = targets[split.train], targets[split.val]
+    if cfg.split.test_path:
+        test = remap_collection(load_collection(cfg.split.test_path, root=cfg.data.root), label_map)
+        y_test = target_matrix(test, columns, classes)
+    else:
+        test, y_test = coll.subset(split.test), targets[split.test]
+    log.info(
+        "split: %d train / %d val / %d test; heads %s",
+        len(train),
+        len(val),
+        len(test),
+        {c: len(v) for c, v in classes.items()},
+    )
+
+    size = cfg.data.image_size
+    train_tf, eval_tf = build_view_transform(cfg.data.aug, size), build_eval_transform(size)
+    backbone = _initial_backbone(cfg)
+    spec = ModelSpec(
+        kind="classifier",
+        backbone=backbone.name,
+        n_intermediates=len(backbone.indices),
+        image_size=size,
+        columns=columns,
+        classes=classes,
+        dropout=cfg.ft.head_dropout,
+        cheap_backbone=cfg.gate.cheap_backbone,
+        cheap_stages=cfg.gate.cheap_stages,
+        hidden_dim=cfg.gate.hidden_dim,
+        threshold=cfg.gate.threshold,
+        alpha=cfg.gate.alpha,
+    )
+    model = Classifier(backbone, backbone.embed_dim, spec.n_classes, cfg.ft.head_dropout)
+    n_train = freeze_for_mode(model, model.timm_model, cfg.ft.mode, cfg.ft.last_n)
+    log.info("mode %s: %d trainable parameters", cfg.ft.mode, n_train)
+    decay = 1.0 if cfg.ft.mode == "linear" else cfg.ft.layer_decay
+    settings = _settings(cfg, cfg.optim.epochs, decay, cfg.ft.mode == "linear", len(columns))
+    result = train_classifier(
+        model, train, y_train, val, y_val, train_tf, eval_tf, cfg.data, settings, device, amp, writer, "ft"
+    )
+    meta = {"val_score": result.best_score, "select_metric": cfg.ft.select_metric, "best_epoch": result.best_epoch}
+    save_checkpoint(
+        out / "checkpoints" / "best.pt",
+        {"model": model.state_dict(), "spec": spec.to_dict(), "config": config_to_dict(cfg), "meta": meta},
+    )
+
+    # test: once, on the model selected on val
+    test_loader = build_loader(test, eval_tf, cfg.data, train=False, seed=cfg.run.seed)
+    probs = predict_probs(model, test_loader, len(test), device)
+    heads = {c: (probs[t], y_test[:, t], classes[c]) for t, c in enumerate(columns)}
+    summary: dict[str, Any] = {"val": meta, "history": result.history, "n": [len(train), len(val), len(test)]}
+    summary["test"] = _scalars(write_report(out, "test", heads, writer))
+
+    if cfg.ft.ensemble:
+        members = [probs[0]]
+        scores = [result.best_score]
+        for path in cfg.ft.ensemble:
+            m, mspec, mmeta = load_finetuned(path)
+            if mspec.classes[mspec.columns[0]] != classes[columns[0]] or mspec.image_size <= 0:
+                raise ValueError(f"ensemble member {path} was trained on other classes than this run")
+            loader = build_loader(test, build_eval_transform(mspec.image_size), cfg.data, train=False, seed=0)
+            members.append(predict_probs(m.to(device), loader, len(test), device)[0])
+            scores.append(float(mmeta.get("val_score", float("nan"))))
+        vote = soft_vote(members, member_weights(scores, cfg.ft.ensemble_weighting))
+        rep = write_report(out, "test_ensemble", {columns[0]: (vote, y_test[:, 0], classes[columns[0]])}, writer)
+        summary["test_ensemble"] = _scalars(rep) | {"members": len(members), "weights": scores}
+
+    if cfg.gate.enabled:
+        summary["gate"] = _run_gate(
+            cfg,
+            out,
+            spec,
+            model,
+            (train, y_train),
+            (val, y_val),
+            (test, y_test),
+            train_tf,
+            eval_tf,
+            device,
+            amp,
+            writer,
+        )
+    writer.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _scalars(report: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    keys = ("n", "top1", "top3", "top5", "balanced_acc", "macro_f1")
+    return {col: {k: m[k] for k in keys} for col, m in report.items()}
+
+
+def _run_gate(
+    cfg: FinetuneConfig,
+    out: Path,
+    spec: ModelSpec,
+    expensive: Classifier,
+    train: tuple[Collection, np.ndarray],
+    val: tuple[Collection, np.ndarray],
+    test: tuple[Collection, np.ndarray],
+    train_tf: Any,
+    eval_tf: Any,
+    device: torch.device,
+    amp: torch.dtype | None,
+    writer: Any,
+) -> dict[str, Any]:
+    """Stages 0-2 of the gated head, calibration on val and the measured comparison on test."""
+    g = cfg.gate
+    spec = replace(spec, kind="gated")
+    cheap = build_cheap(spec, expensive)
+    freeze_for_mode(cheap, cheap.timm_model, "full")
+    cheap_settings = replace(_settings(cfg, g.cheap_epochs or cfg.optim.epochs, 1.0, False, 1), task_weights=())
+    res0 = train_classifier(
+        cheap,
+        train[0],
+        train[1][:, :1],
+        val[0],
+        val[1][:, :1],
+        train_tf,
+        eval_tf,
+        cfg.data,
+        cheap_settings,
+        device,
+        amp,
+        writer,
+        "gate_cheap",
+    )
+    gated = build_gated(spec, cheap, expensive).to(device)
+    for p in list(gated.cheap.parameters()) + list(gated.expensive.parameters()):
+        p.requires_grad_(False)
+    gs = GateSettings(
+        epochs=g.stage1_epochs,
+        lr=g.stage1_lr,
+        budget=g.budget,
+        cost=g.cost,
+        budget_weight=g.budget_weight,
+        pg_weight=g.pg_weight,
+        baseline_momentum=g.baseline_momentum,
+        seed=cfg.run.seed,
+    )
+    seed = cfg.run.seed
+    train_cache = cache_outputs(
+        gated, build_loader(train[0], train_tf, cfg.data, train=False, seed=seed), train[1][:, 0], device
+    )
+    val_cache = cache_outputs(
+        gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
+    )
+    hist1 = train_stage1(gated, train_cache, gs)
+    calib = calibrate(gated, val_cache, g.budget)
+    hist2: list[dict[str, float]] = []
+    if g.stage2_epochs > 0:
+        for p in gated.parameters():
+            p.requires_grad_(True)
+        loader = build_loader(train[0], train_tf, cfg.data, train=True, seed=seed)
+        hist2 = train_stage2(
+            gated,
+            loader,
+            train[1][:, 0],
+            gs,
+            scaled_lr(cfg.optim.lr, cfg.data.batch_size) * 0.1,
+            device,
+            g.stage2_epochs,
+        )
+        val_cache = cache_outputs(
+            gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
+        )
+        calib = calibrate(gated, val_cache, g.budget)
+    log.info("gate calibrated on val: %s", calib)
+    save_checkpoint(
+        out / "checkpoints" / "gated.pt",
+        {"model": gated.state_dict(), "spec": spec.to_dict(), "config": config_to_dict(cfg), "meta": calib},
+    )
+
+    coll, y = test
+    images = _load_images(build_loader(coll, eval_tf, cfg.data, train=False, seed=seed), len(coll)).to(device)
+    col, classes = spec.columns[0], spec.classes[spec.columns[0]]
+    modes = measure_modes(gated, images, cfg.data.batch_size, g.bench_repeats)
+    table = {}
+    for name, m in modes.items():
+        probs = torch.as_tensor(m.pop("logits")).softmax(-1).numpy()
+        rep = classification_metrics(probs, y[:, 0], classes)
+        table[name] = {k: rep[k] for k in ("top1", "top3", "top5", "macro_f1")} | m
+        if name == "gated":
+            write_report(out, "test_gated", {col: (probs, y[:, 0], classes)}, writer)
+    result = {
+        "calibration": calib,
+        "cheap_val": res0.best_score,
+        "stage1": hist1[-1] if hist1 else {},
+        "stage2": hist2[-1] if hist2 else {},
+        "test": table,
+    }
+    (out / "gate_compare.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"{'mode':16s} {'top1':>6s} {'top3':>6s} {'top5':>6s} {'mF1':>6s} {'GFLOPs/img':>10s} {'img/s':>8s} "
+        f"{'%exp':>6s}"
+    ]
+    for name, r in table.items():
+        lines.append(
+            f"{name:16s} {r['top1']:6.3f} {r['top3']:6.3f} {r['top5']:6.3f} {r['macro_f1']:6.3f} "
+            f"{r['gflops_per_image']:10.4f} {r['images_per_s']:8.1f} {100 * r['expensive_fraction']:6.1f}"
+        )
+    (out / "gate_compare.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result

@@ -1,0 +1,416 @@
+"""Export a collection's embeddings to disk in resumable chunks: ``.npy`` memmap + manifest CSV + meta JSON.
+
+A 1M-image collection never sits in RAM: rows are written straight into a ``numpy.lib.format.open_memmap`` file of
+shape ``(N, D)`` (float16 by default), flushed every ``chunk_rows`` rows, and only *then* recorded as done in
+``progress.json`` (written atomically). A run killed at any instant therefore loses at most one chunk, and the next
+run with the same model continues from the first unrecorded row: rows are never embedded twice into the file.
+``meta.json`` carries the model hash (SHA-256 of the model's ``state_dict`` tensors, so a re-saved checkpoint with
+the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``; the index refuses queries from a
+model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
+``bad_rows`` and are left out of the index.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+EMB_FILE = "embeddings.npy"
+MANIFEST_FILE = "manifest.csv"
+META_FILE = "meta.json"
+PROGRESS_FILE = "progress.json"
+KINDS = ("auto", "pooled", "fused", "gram")
+DTYPES = ("float16", "float32")
+
+
+class Embedder(Protocol):
+    """What retrieval needs from a model: ``embed(x) -> {"pooled": (B, D), ...}`` and a default kind."""
+
+    default_embedding: str
+
+    def embed(self, x: Tensor) -> dict[str, Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def eval(self) -> Any: ...
+
+
+class BackboneEmbedder(nn.Module):
+    """Pooled features of a bare timm backbone: the random-init (or hub) baseline that needs no checkpoint.
+
+    Args:
+        name: timm model name.
+        seed: seeds the random initialisation, so the model hash is reproducible.
+        image_size: input side (for ViTs).
+    """
+
+    default_embedding = "pooled"
+
+    def __init__(self, name: str = "resnet18", seed: int = 0, image_size: int = 224):
+        super().__init__()
+        from ssl_art.models.backbone import Backbone
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.backbone = Backbone(name, pretrained=False, n_intermediates=1, img_size=image_size)
+        self.eval()
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> dict[str, Tensor]:
+        """``(B, 3, H, W)`` -> ``{"pooled": (B, D)}``."""
+        return {"pooled": self.backbone(x)}
+
+
+def load_embedder(checkpoint: str = "", backbone: str = "resnet18", seed: int = 0, image_size: int = 224) -> Any:
+    """A pretraining checkpoint's method (``models.build.load_method``), or a seeded random-init backbone."""
+    if checkpoint:
+        from ssl_art.models.build import load_method
+
+        method, _ = load_method(checkpoint)
+        return method
+    return BackboneEmbedder(backbone, seed=seed, image_size=image_size)
+
+
+def model_hash(model: Embedder) -> str:
+    """SHA-256 over the model's ``state_dict`` (sorted names, dtypes, shapes and bytes); 16 hex chars are kept."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if not isinstance(t, Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def resolve_kind(model: Embedder, kind: str) -> str:
+    """``auto`` -> the model's ``default_embedding``; other names are checked against :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"embedding must be one of {', '.join(KINDS)}; got '{kind}'")
+    return str(getattr(model, "default_embedding", "pooled")) if kind == "auto" else kind
+
+
+def pick_embedding(out: dict[str, Tensor], kind: str) -> Tensor:
+    """``out[kind]`` as ``(B, D)`` float32, with an error naming the kinds this model has."""
+    if kind not in out:
+        raise ValueError(f"this model has no '{kind}' embedding; it provides {', '.join(sorted(out))}")
+    return out[kind].detach().float().flatten(1)
+
+
+@dataclass
+class EmbeddingMeta:
+    """Contents of ``meta.json``."""
+
+    model_hash: str
+    kind: str
+    dim: int
+    dtype: str
+    n: int
+    image_size: int
+    source: str = ""  # checkpoint path or 'random:<backbone>'
+    label_columns: list[str] = field(default_factory=list)
+    bad_rows: list[int] = field(default_factory=list)
+    complete: bool = False
+
+    @staticmethod
+    def read(folder: str | Path) -> EmbeddingMeta:
+        """Load ``<folder>/meta.json``."""
+        p = Path(folder) / META_FILE
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: is {folder} an `ssl-art embed` output folder?")
+        return EmbeddingMeta(**json.loads(p.read_text()))
+
+    def write(self, folder: str | Path) -> None:
+        """Atomically write ``<folder>/meta.json``."""
+        _atomic_json(Path(folder) / META_FILE, asdict(self))
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_manifest(path: str | Path, paths: Sequence[str], labels: dict[str, Sequence[str | None]]) -> None:
+    """``row,path,<label columns...>`` CSV; missing labels are empty cells."""
+    cols = list(labels)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "path", *cols])
+        for i, p in enumerate(paths):
+            w.writerow([i, p, *[labels[c][i] or "" for c in cols]])
+
+
+def read_manifest(path: str | Path) -> tuple[list[str], dict[str, list[str | None]]]:
+    """Inverse of :func:`write_manifest`: ``(paths, {column: labels})``, empty cells as ``None``."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        cols = [c for c in (rows[0].keys() if rows else []) if c not in ("row", "path")]
+    paths = [r["path"] for r in rows]
+    return paths, {c: [r[c] or None for r in rows] for c in cols}
+
+
+def open_embeddings(folder: str | Path) -> tuple[NDArray[Any], EmbeddingMeta]:
+    """Read-only memmap ``(N, D)`` of an embed folder and its meta."""
+    meta = EmbeddingMeta.read(folder)
+    if not meta.complete:
+        raise ValueError(f"{folder}: embedding export is incomplete; re-run `ssl-art embed` to resume it")
+    return np.load(Path(folder) / EMB_FILE, mmap_mode="r"), meta
+
+
+def write_embeddings(
+    out_dir: str | Path,
+    x: NDArray[Any],
+    paths: Sequence[str],
+    labels: dict[str, Sequence[str | None]] | None = None,
+    model_hash: str = "external",
+    kind: str = "pooled",
+    dtype: str = "float32",
+    image_size: int = 224,
+    chunk_rows: int = 65_536,
+) -> EmbeddingMeta:
+    """Store precomputed ``(N, D)`` vectors (array or memmap, copied in chunks) as a complete embed folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n, d = int(x.shape[0]), int(x.shape[1])
+    if len(paths) != n:
+        raise ValueError(f"{len(paths)} paths for {n} vectors")
+    emb = np.lib.format.open_memmap(out / EMB_FILE, mode="w+", dtype=dtype, shape=(n, d))
+    for s in range(0, n, chunk_rows):
+        emb[s : s + chunk_rows] = x[s : s + chunk_rows]
+    emb.flush()
+    del emb
+    write_manifest(out / MANIFEST_FILE, paths, labels or {})
+    meta = EmbeddingMeta(model_hash, kind, d, dtype, n, image_size, "external", list(labels or {}), [], True)
+    meta.write(out)
+    return meta
+
+
+def _split_batch(items: list[tuple[int, Any]]) -> tuple[Tensor | None, list[int], list[int]]:
+    """Collate ``(row, item)`` pairs; an item that is not ``(x, target, i)`` is a bad sample."""
+    good = [(r, it[0]) for r, it in items if isinstance(it, tuple) and len(it) == 3 and isinstance(it[0], Tensor)]
+    bad = [r for r, it in items if not (isinstance(it, tuple) and len(it) == 3 and isinstance(it[0], Tensor))]
+    x = torch.stack([t for _, t in good]) if good else None
+    return x, [r for r, _ in good], bad
+
+
+class _Rows(Dataset[tuple[int, Any]]):
+    def __init__(self, ds: Dataset[Any], rows: Sequence[int]):
+        self.ds, self.rows = ds, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return self.rows[i], self.ds[self.rows[i]]
+
+
+def embed_dataset(
+    model: Embedder,
+    dataset: Dataset[Any],
+    out_dir: str | Path,
+    paths: Sequence[str],
+    labels: dict[str, Sequence[str | None]] | None = None,
+    kind: str = "auto",
+    dtype: str = "float16",
+    image_size: int = 224,
+    batch_size: int = 64,
+    chunk_rows: int = 4096,
+    num_workers: int = 0,
+    device: str = "cpu",
+    source: str = "",
+    progress: bool = True,
+) -> EmbeddingMeta:
+    """Embed every row of ``dataset`` into ``out_dir``, resuming a previous interrupted run of the same model.
+
+    Args:
+        model: anything with ``embed(x) -> dict`` (a :class:`PretrainMethod` or :class:`BackboneEmbedder`).
+        dataset: row ``i`` -> ``(x (3, H, W), target, i)``, or a bad-sample marker of any other type.
+        out_dir: created if missing; holds ``embeddings.npy``, ``manifest.csv``, ``meta.json``, ``progress.json``.
+        paths: ``N`` image paths (the manifest), one per dataset row.
+        labels: label columns for the manifest, each ``N`` values.
+        kind: ``auto | pooled | fused | gram``.
+        dtype: on-disk ``float16`` or ``float32``.
+        image_size: recorded in the meta (queries are resized the same way).
+        batch_size: images per forward pass.
+        chunk_rows: rows per flush + progress record (the most work an interruption can lose).
+        num_workers: DataLoader workers.
+        device: torch device for the forward pass.
+        source: checkpoint path (recorded for humans).
+        progress: show a tqdm bar.
+
+    Returns:
+        The completed :class:`EmbeddingMeta`.
+
+    Raises:
+        ValueError: bad arguments, or ``out_dir`` holds a run of another model/kind/collection.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got '{dtype}'")
+    n = len(paths)
+    if len(dataset) != n:  # type: ignore[arg-type]
+        raise ValueError(f"dataset has {len(dataset)} rows but {n} paths were given")  # type: ignore[arg-type]
+    model.eval()
+    kind = resolve_kind(model, kind)
+    labels = labels or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mhash = model_hash(model)
+    done, bad = 0, []
+    emb: np.memmap[Any, Any] | None = None
+    meta: EmbeddingMeta | None = None
+    if (out / META_FILE).is_file():
+        meta = EmbeddingMeta.read(out)
+        same = (meta.model_hash, meta.kind, meta.n, meta.dtype) == (mhash, kind, n, dtype)
+        if not same or read_manifest(out / MANIFEST_FILE)[0] != list(paths):
+            raise ValueError(
+                f"{out} holds embeddings of another run (model {meta.model_hash}, kind {meta.kind}, n {meta.n}, "
+                f"dtype {meta.dtype}); this run is model {mhash}, kind {kind}, n {n}, dtype {dtype}. "
+                "Use a new output folder or delete the old one."
+            )
+        if meta.complete:
+            log.info("%s: already complete (%d rows)", out, n)
+            return meta
+        prog = json.loads((out / PROGRESS_FILE).read_text()) if (out / PROGRESS_FILE).is_file() else {}
+        done, bad = int(prog.get("done", 0)), list(prog.get("bad_rows", []))
+        if done and (out / EMB_FILE).is_file():
+            emb = np.load(out / EMB_FILE, mmap_mode="r+")
+            log.info("%s: resuming at row %d of %d", out, done, n)
+        else:
+            done, bad = 0, []
+    else:
+        write_manifest(out / MANIFEST_FILE, paths, labels)
+
+    loader = DataLoader(
+        _Rows(dataset, range(done, n)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_split_batch,
+    )
+    bar = tqdm(total=n, initial=done, disable=not progress, desc="embed", unit="img")
+    pending = done  # rows [done, pending) are written to the memmap but not yet flushed/recorded
+
+    def record(upto: int) -> None:
+        nonlocal done
+        if emb is not None:
+            emb.flush()
+        _atomic_json(out / PROGRESS_FILE, {"done": upto, "bad_rows": bad})
+        done = upto
+
+    for x, rows, bad_rows in loader:
+        bad.extend(bad_rows)
+        if x is not None:
+            z = pick_embedding(model.embed(x.to(device)), kind).cpu().numpy()
+            if emb is None:
+                emb = np.lib.format.open_memmap(out / EMB_FILE, mode="w+", dtype=dtype, shape=(n, z.shape[1]))
+                meta = EmbeddingMeta(mhash, kind, int(z.shape[1]), dtype, n, image_size, source, list(labels))
+                meta.write(out)
+            emb[rows] = z.astype(dtype)
+        if bad_rows and emb is not None:
+            emb[bad_rows] = 0
+        pending += len(rows) + len(bad_rows)
+        bar.update(len(rows) + len(bad_rows))
+        if pending - done >= chunk_rows:
+            record(pending)
+    bar.close()
+    if emb is None or meta is None:
+        raise ValueError(f"no readable image among the {n} rows; nothing embedded")
+    for r in bad:  # bad rows seen before the memmap existed
+        emb[r] = 0
+    record(n)
+    meta.bad_rows = sorted(set(bad))
+    meta.complete = True
+    meta.write(out)
+    if bad:
+        log.warning("%d unreadable images stored as zero rows (left out of the index): %s", len(bad), bad[:5])
+    return meta
+
+
+def embed_collection(
+    model: Embedder,
+    collection_path: str,
+    out_dir: str | Path,
+    fmt: str = "auto",
+    label_column: str = "label",
+    root: str = "",
+    **kwargs: Any,
+) -> EmbeddingMeta:
+    """Embed a collection (folder, ImageFolder tree or CSV) with the data layer's eval transform.
+
+    Args:
+        model: see :func:`embed_dataset`.
+        collection_path: folder or CSV manifest (``data.load_collection``).
+        out_dir: output folder.
+        fmt: ``auto | folder | imagefolder | csv``.
+        label_column: the class column (all label columns go into the manifest).
+        root: base folder for relative CSV paths.
+        **kwargs: forwarded to :func:`embed_dataset` (``kind``, ``dtype``, ``image_size``, ``batch_size``...).
+    """
+    from ssl_art.data import ImageDataset, build_eval_transform, load_collection
+
+    coll = load_collection(collection_path, fmt=fmt, label_column=label_column, root=root)
+    size = int(kwargs.get("image_size", 224))
+    ds = ImageDataset(coll, build_eval_transform(size), label_column=label_column)
+    return embed_dataset(model, ds, out_dir, [str(p) for p in coll.paths], dict(coll.labels), **kwargs)
+
+
+def list_images(items: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image paths."""
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in exts)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {p}")
+    return out
+
+
+def default_transform(image_size: int) -> Callable[[Any], Tensor]:
+    """The data layer's eval transform (resize + centre crop + normalise), so queries match the collection."""
+    from ssl_art.data import build_eval_transform
+
+    return build_eval_transform(image_size)
+
+
+@torch.no_grad()
+def embed_images(
+    model: Embedder, images: Sequence[Any], kind: str, image_size: int, batch_size: int = 32
+) -> NDArray[np.float32]:
+    """Embed query images (paths or PIL images) in memory: ``(Q, D)`` float32, L2-normalised."""
+    from PIL import Image
+
+    tf = default_transform(image_size)
+    model.eval()
+    kind = resolve_kind(model, kind)
+    outs = []
+    for s in range(0, len(images), batch_size):
+        xs = []
+        for im in images[s : s + batch_size]:
+            if not isinstance(im, Image.Image):
+                with Image.open(im) as f:
+                    im = f.convert("RGB")
+            xs.append(tf(im.convert("RGB")))
+        outs.append(pick_embedding(model.embed(torch.stack(xs)), kind).cpu().numpy())
+    z = np.concatenate(outs).astype(np.float32)
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
