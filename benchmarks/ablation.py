@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from ssl_art.config import (  # noqa: E402
     LinearConfig,
     PretrainConfig,
-    _deep_merge,  # noqa: E402
     config_from_dict,
+    deep_merge,
     load_yaml,
     parse_overrides,
 )
@@ -47,7 +47,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 def make_config(variant: str, common: list[str]) -> PretrainConfig:
     base, extra = VARIANTS[variant]
-    values = _deep_merge(load_yaml(ROOT / "configs" / "pretrain" / base), parse_overrides(common + extra))
+    values = deep_merge(load_yaml(ROOT / "configs" / "pretrain" / base), parse_overrides(common + extra))
     return config_from_dict(PretrainConfig, values)
 
 
@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lin = config_from_dict(
             LinearConfig,
             {
-                "data": {"image_size": args.image_size, "batch_size": 128},
+                "data": {"batch_size": 128},
                 "eval": {
                     "checkpoint": f"{args.out}/{name}",
+                    "image_size": args.image_size,
                     "train_path": args.labelled,
                     "folds": args.folds,
                     "compare_random": i == 0,

@@ -26,13 +26,17 @@ import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS now, so --threads caps it too)
+import sklearn
+from sklearn.neighbors import NearestNeighbors
 
 from ssl_art.retrieval.evaluate import approximate_recall
-from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_params
+from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_index, search_params
 from ssl_art.retrieval.synthetic import iter_clustered
 
 
@@ -46,6 +50,16 @@ def rss_bytes() -> int:
     except OSError:
         pass
     return 0
+
+
+def blas_info() -> str:
+    """Which BLAS/OpenMP pools are loaded, with their kernel architecture and thread counts (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return "; ".join(
+        f"{Path(i['filepath']).name} {i.get('version') or ''} {i.get('architecture', '')} {i['num_threads']}t".strip()
+        for i in threadpool_info()
+    )
 
 
 def generate(n: int, d: int, seed: int) -> np.ndarray:
@@ -73,12 +87,12 @@ def time_queries(
     single, batch = [], []
     for i in range(min(n_single, len(q))):
         t = time.perf_counter()
-        index.search(q[i : i + 1], k, params=params)
+        search_index(index, q[i : i + 1], k, params)
         single.append(time.perf_counter() - t)
     for b in range(n_batches):
         qb = q[(b * 100) % max(1, len(q) - 100) :][:100]
         t = time.perf_counter()
-        index.search(qb, k, params=params)
+        search_index(index, qb, k, params)
         batch.append(time.perf_counter() - t)
     return {
         "single_p50_ms": pct(single, 50),
@@ -88,40 +102,43 @@ def time_queries(
     }
 
 
-def faiss_vs_sklearn(x: np.ndarray, q: np.ndarray, k: int, repeats: int) -> dict[str, float]:
-    from sklearn.neighbors import NearestNeighbors
+def timed(f: Any, repeats: int) -> tuple[float, float, Any]:
+    """Median wall and CPU (this process) seconds of ``f()`` over ``repeats`` calls, and the last result."""
+    wall, cpu, out = [], [], None
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        out = f()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return float(np.median(wall)), float(np.median(cpu)), out
 
+
+def faiss_vs_sklearn(x: np.ndarray, q: np.ndarray, k: int, repeats: int, n_queries: int) -> dict[str, float]:
+    """Exact kNN of one ``n_queries`` batch: FAISS as shipped, FAISS through ``search_index``, sklearn brute force.
+
+    "FAISS default" is a plain ``IndexFlatIP.search``: FAISS 1.15 switches to BLAS only when
+    ``n_queries * d >= distance_compute_blas_threshold`` (128000, i.e. 250 queries at d=512), otherwise it runs one
+    memory-bound SIMD scan of the database per query. ``search_index`` (what ``RetrievalIndex`` uses) lowers the
+    threshold so batches of ``BLAS_MIN_QUERIES`` or more go through sgemm.
+    """
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
-    qb = q[:100]
-    tf, tn, ts = [], [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _, fi = flat.search(qb, k)
-        tf.append(time.perf_counter() - t)
-    # FAISS switches to BLAS sgemm for batches of >= distance_compute_blas_threshold (20) queries; its bundled
-    # OpenBLAS can be slower than its own SIMD scan on some CPUs, so time that path too
-    old = faiss.cvar.distance_compute_blas_threshold
-    faiss.cvar.distance_compute_blas_threshold = 1 << 30
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _, fn = flat.search(qb, k)
-        tn.append(time.perf_counter() - t)
-    faiss.cvar.distance_compute_blas_threshold = old
+    qb = np.ascontiguousarray(q[:n_queries])
+    fw, fc, (_, fi) = timed(lambda: flat.search(qb, k), repeats)
+    bw, bc, (_, bi) = timed(lambda: search_index(flat, qb, k), repeats)
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine").fit(x)
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _, si = nn.kneighbors(qb)
-        ts.append(time.perf_counter() - t)
-    agree = min(approximate_recall(fi, si), approximate_recall(fn, si))
-    del flat, nn
-    f, fs, s = float(np.median(tf)), float(np.median(tn)), float(np.median(ts))
+    sw, sc, (_, si) = timed(lambda: nn.kneighbors(qb), repeats)
+    agree = min(approximate_recall(fi, si), approximate_recall(bi, si))
     return {
-        "faiss_flat_ms": f * 1000,
-        "faiss_flat_simd_ms": fs * 1000,
-        "sklearn_brute_ms": s * 1000,
-        "sklearn_over_faiss": s / f,
-        "sklearn_over_faiss_simd": s / fs,
+        "queries": len(qb),
+        "faiss_default_ms": fw * 1000,
+        "faiss_default_cpu_ms": fc * 1000,
+        "faiss_batched_ms": bw * 1000,
+        "faiss_batched_cpu_ms": bc * 1000,
+        "sklearn_brute_ms": sw * 1000,
+        "sklearn_brute_cpu_ms": sc * 1000,
+        "sklearn_over_faiss_default": sw / fw,
+        "sklearn_over_faiss_batched": sw / bw,
         "agreement": agree,
     }
 
@@ -143,7 +160,7 @@ def run_size(n: int, d: int, kinds: list[str], n_queries: int, k: int, args: arg
         build_s = time.perf_counter() - t
         rss = rss_bytes() - r0
         params = search_params(p)
-        _, got = index.search(q, k, params=params)
+        _, got = search_index(index, q, k, params)
         res: dict[str, Any] = {"build_s": build_s, "index_bytes": index_bytes(index), "rss_delta_bytes": rss}
         res |= time_queries(index, params, q, k, args.single, args.batches)
         res[f"recall@{k}"] = approximate_recall(got, truth)
@@ -153,16 +170,18 @@ def run_size(n: int, d: int, kinds: list[str], n_queries: int, k: int, args: arg
         out["kinds"][kind] = res
         print(f"# n={n} {kind}: build {build_s:.1f}s recall {res[f'recall@{k}']:.3f}", file=sys.stderr, flush=True)
         del index
-    out["faiss_vs_sklearn"] = faiss_vs_sklearn(x, q, k, args.repeats)
+    out["faiss_vs_sklearn"] = [faiss_vs_sklearn(x, q, k, args.repeats, int(nq)) for nq in args.ratio_queries.split(",")]
     del data, x, q
     return out
 
 
 def markdown(results: list[dict[str, Any]], k: int, header: dict[str, Any]) -> str:
     lines = [
-        f"Machine: {header['machine']}, {header['threads']} FAISS threads; faiss {header['faiss']}, "
-        f"scikit-learn {header['sklearn']}. Data: clustered synthetic unit vectors, d={header['d']}, "
-        f"{header['queries']} held-out queries, k={k}. Latencies in ms.",
+        f"Machine: {header['machine']}, {header['threads']} FAISS threads; faiss {header['faiss']} "
+        f"(compile options `{header['faiss_compile']}`, runtime SIMD level {header['faiss_simd']}), "
+        f"scikit-learn {header['sklearn']}. BLAS/OpenMP pools: {header['blas']}. "
+        f"Data: clustered synthetic unit vectors, d={header['d']}, {header['queries']} held-out queries, k={k}. "
+        "Latencies in ms.",
         "",
         f"| N | index | params | build s | index MB | RSS delta MB | single p50 | single p99 | batch-100 p50 "
         f"| batch-100 p99 | recall@{k} |",
@@ -178,19 +197,24 @@ def markdown(results: list[dict[str, Any]], k: int, header: dict[str, Any]) -> s
             )
     lines += [
         "",
-        "Exact kNN of a 100-query batch, FAISS `IndexFlatIP` vs scikit-learn `NearestNeighbors(algorithm='brute', "
-        "metric='cosine')`, same data, same run (median of repeats):",
+        "Exact kNN of one query batch, FAISS `IndexFlatIP` vs scikit-learn `NearestNeighbors(algorithm='brute', "
+        "metric='cosine')`, same data, same run, same thread count; median of repeats, wall ms (CPU ms of the "
+        "process in brackets). *FAISS default* = plain `index.search`; *FAISS batched* = "
+        "`ssl_art.retrieval.index.search_index` (BLAS for >= 8 queries). Ratio > 1 means FAISS is faster.",
         "",
-        "| N | FAISS (BLAS path, default) ms | FAISS (SIMD scan) ms | sklearn ms | sklearn / FAISS default "
-        "| sklearn / FAISS SIMD | neighbour agreement |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | queries | FAISS default ms | FAISS batched ms | sklearn ms | sklearn / FAISS default "
+        "| sklearn / FAISS batched | neighbour agreement |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        f = r["faiss_vs_sklearn"]
-        lines.append(
-            f"| {r['n']:,} | {f['faiss_flat_ms']:.1f} | {f['faiss_flat_simd_ms']:.1f} | {f['sklearn_brute_ms']:.1f} "
-            f"| {f['sklearn_over_faiss']:.2f}x | {f['sklearn_over_faiss_simd']:.2f}x | {f['agreement']:.3f} |"
-        )
+        for f in r["faiss_vs_sklearn"]:
+            lines.append(
+                f"| {r['n']:,} | {f['queries']} | {f['faiss_default_ms']:.1f} ({f['faiss_default_cpu_ms']:.0f}) "
+                f"| {f['faiss_batched_ms']:.1f} ({f['faiss_batched_cpu_ms']:.0f}) "
+                f"| {f['sklearn_brute_ms']:.1f} ({f['sklearn_brute_cpu_ms']:.0f}) "
+                f"| {f['sklearn_over_faiss_default']:.2f}x | {f['sklearn_over_faiss_batched']:.2f}x "
+                f"| {f['agreement']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--single", type=int, default=200, help="single-query latency samples")
     ap.add_argument("--batches", type=int, default=10, help="batch-of-100 latency samples")
     ap.add_argument("--repeats", type=int, default=3, help="FAISS vs sklearn repeats")
+    ap.add_argument("--ratio-queries", default="100,1000", help="batch sizes of the FAISS vs sklearn comparison")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--md", default="", help="also write the markdown table to this file")
@@ -215,13 +240,14 @@ def main(argv: list[str] | None = None) -> None:
 
         faiss.omp_set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    import sklearn
-
     header = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or platform.system()})",
         "threads": faiss.omp_get_max_threads(),
         "rss_start_mb": rss_bytes() / 2**20,
         "faiss": faiss.__version__,
+        "faiss_compile": faiss.get_compile_options().strip(),
+        "faiss_simd": faiss.SIMDConfig.get_level_name() if hasattr(faiss, "SIMDConfig") else "n/a",
+        "blas": blas_info(),
         "sklearn": sklearn.__version__,
         "d": args.dim,
         "queries": args.queries,

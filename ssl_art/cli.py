@@ -57,7 +57,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args: argparse.Namespace, image_size: int) -> Any:
-    from ssl_art.retrieval.embed import load_embedder
+    from ssl_art.retrieval.embedder import load_embedder
 
     return load_embedder(args.checkpoint, args.backbone, args.model_seed, image_size)
 
@@ -138,7 +138,7 @@ def cmd_index_build(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from ssl_art.retrieval.embed import model_hash
+    from ssl_art.retrieval.embedder import model_hash
     from ssl_art.retrieval.index import RetrievalIndex
     from ssl_art.retrieval.query import query, results_to_json, results_to_table
 
@@ -194,7 +194,7 @@ def cmd_plot_map(args: argparse.Namespace) -> None:
 
 def cmd_plot_gradcam(args: argparse.Namespace) -> None:
     from ssl_art.finetune.model import load_finetuned
-    from ssl_art.retrieval.embed import list_images
+    from ssl_art.retrieval.embedder import list_images
     from ssl_art.retrieval.gradcam import SelectHead, gradcam_png
 
     model, spec, _ = load_finetuned(args.checkpoint)
@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser("ssl-art", description=__doc__, epilog=EXAMPLES, formatter_class=fmt)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument(
+        "--threads", type=int, default=0,
+        help="cap FAISS OpenMP, BLAS and torch threads (0 = library defaults); 1 is fastest for single queries "
+        "on a busy machine (docs/benchmarks_retrieval.md)",
+    )  # fmt: skip
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="collection -> embeddings memmap (retrieval.embed.embed_collection)")
@@ -315,11 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def set_threads(n: int) -> None:
+    """Cap every thread pool retrieval uses at ``n``: FAISS's OpenMP, the BLAS libraries (threadpoolctl), torch."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(n)
+    threadpool_limits(n)  # applied now, kept for the process (not used as a context manager)
+    torch.set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``ssl-art``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # SIMD probing
+    # faiss-cpu >= 1.12 wheels are one dynamic-dispatch build (get_compile_options() "DD AVX2 AVX512 ...", SIMD level
+    # picked at run time); the loader still probes the old per-ISA modules and logs harmless "Could not load" lines
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.threads:
+        set_threads(args.threads)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from PIL import Image
 
-from ssl_art.retrieval.embed import embed_images, model_hash
+from ssl_art.retrieval.embedder import embed_images, model_hash
 from ssl_art.retrieval.index import RetrievalIndex
 from ssl_art.retrieval.query import QueryResult, hits_for
 

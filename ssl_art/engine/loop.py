@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ssl_art import checkpoint as ckpt_io
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
 from ssl_art.data.decode import BadFileReport, TooManyBadFilesError
-from ssl_art.engine import checkpoint as ckpt_io
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.rundir import (
     amp_dtype,

@@ -14,9 +14,8 @@ from pathlib import Path
 import yaml
 
 from ssl_art.config import ConfigError, PretrainConfig, config_to_dict, validate
-from ssl_art.data.collection import load_collection
 from ssl_art.data.dataset import ImageDataset
-from ssl_art.data.loaders import collate
+from ssl_art.data.loaders import build_collection, collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.loop import FitResult, fit
 from ssl_art.engine.rundir import (
@@ -95,15 +94,7 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     config = config_to_dict(cfg)
     setup_logging(None)  # console only until the run dir exists
     d = cfg.data
-    collection = load_collection(
-        d.path,
-        fmt=d.format,
-        label_column=d.label_column,
-        root=d.root,
-        synthetic_size=d.synthetic_size,
-        synthetic_image_size=d.synthetic_image_size,
-        seed=cfg.run.seed,
-    )
+    collection = build_collection(d, cfg.run.seed)
     if d.batch_size > len(collection):
         raise ConfigError(
             f"data.batch_size={d.batch_size} is larger than the collection {d.path or '<synthetic>'} "

@@ -62,9 +62,9 @@ def run_cli(main: Callable[[], int]) -> int:
     argparse; data and numerical faults that stop a run (too many bad files, non-finite losses, a corrupt
     checkpoint) exit with 1. Anything else is a bug and keeps its traceback.
     """
+    from ssl_art.checkpoint import CheckpointError
     from ssl_art.config import ConfigError
     from ssl_art.data.decode import TooManyBadFilesError
-    from ssl_art.engine.checkpoint import CheckpointError
     from ssl_art.engine.loop import NonFiniteLossError
 
     try:

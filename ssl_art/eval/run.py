@@ -2,7 +2,7 @@
 
 Everything ``main_linear.py`` does, importable and testable without argparse. The method comes from
 ``eval.checkpoint`` (a checkpoint file or a pretraining run dir; its stored config fixes the architecture and, unless
-``data.image_size`` is set to a non-default value, the image size) or, when empty, is built from ``model.*`` (random
+``eval.image_size`` is set, the image size) or, when empty, is built from ``model.*`` and ``data.image_size`` (random
 or hub/``init_checkpoint`` weights). Features of ``eval.train_path`` (falling back to ``data.path``; both empty = the
 embedded synthetic collection) are evaluated against ``eval.eval_path`` when given, else by stratified k-fold
 cross-validation. A randomly initialised model of the same architecture is evaluated the same way
@@ -24,7 +24,7 @@ import torch
 from numpy.typing import NDArray
 
 from ssl_art.config import ConfigError, DataCfg, LinearConfig, PretrainConfig, save_config, validate
-from ssl_art.data import BadFileReport, Collection, build_eval_transform, build_loader, load_collection
+from ssl_art.data import BadFileReport, Collection, build_collection, build_eval_transform, build_loader
 from ssl_art.engine.rundir import resolve_device, seed_everything, setup_logging
 from ssl_art.eval.crossval import METRICS, EvalSettings, cross_validate, evaluate_split
 from ssl_art.eval.features import ExtractedFeatures, extract, resolve_embedding
@@ -35,15 +35,7 @@ log = logging.getLogger("ssl_art.eval")
 
 
 def _load_labelled(path: str, data: DataCfg, seed: int) -> Collection:
-    return load_collection(
-        path,
-        fmt=data.format,
-        label_column=data.label_column,
-        root=data.root,
-        synthetic_size=data.synthetic_size,
-        synthetic_image_size=data.synthetic_image_size,
-        seed=seed,
-    )
+    return build_collection(dataclasses.replace(data, path=path), seed)
 
 
 def _label_column(collection: Collection, wanted: str) -> str:
@@ -131,6 +123,21 @@ def _build_models(cfg: LinearConfig) -> tuple[PretrainMethod, PretrainConfig, Pr
     torch.manual_seed(cfg.run.seed)
     random_cfg = dataclasses.replace(pcfg, model=dataclasses.replace(pcfg.model, pretrained=False, init_checkpoint=""))
     return method, pcfg, build_pretrain_model(random_cfg)
+
+
+def _image_size(cfg: LinearConfig, pcfg: PretrainConfig) -> int:
+    """``eval.image_size`` when set, else the checkpoint's ``data.image_size`` (``data.image_size`` without one)."""
+    if cfg.eval.image_size > 0:
+        return cfg.eval.image_size
+    if cfg.eval.checkpoint and cfg.data.image_size not in (DataCfg().image_size, pcfg.data.image_size):
+        log.warning(
+            "data.image_size=%d is ignored with eval.checkpoint (it was trained at %d px); set eval.image_size=%d "
+            "to evaluate at another size",
+            cfg.data.image_size,
+            pcfg.data.image_size,
+            cfg.data.image_size,
+        )
+    return pcfg.data.image_size
 
 
 def _evaluate(
@@ -255,7 +262,7 @@ def run_linear_eval(cfg: LinearConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out)
     save_config(cfg, out / "config.yaml")
-    image_size = cfg.data.image_size if cfg.data.image_size != DataCfg().image_size else pcfg.data.image_size
+    image_size = _image_size(cfg, pcfg)
     embedding = resolve_embedding(method, cfg.eval.embedding)
 
     results: dict[str, dict[str, Any]] = {}

@@ -1,7 +1,7 @@
 """Measured compute of gated inference against always-expensive and cheap-only, on the same images.
 
 For each mode the whole test tensor is pushed through once under ``torch.utils.flop_counter.FlopCounterMode`` (so
-the gated FLOPs reflect the routing that actually happened, not ``cheap + fraction * expensive`` arithmetic), then
+the gated FLOPs reflect the routing that actually happened, not ``cheap + fraction * rest`` arithmetic), then
 timed ``repeats`` times without the counter under ``torch.inference_mode`` after a full warm-up pass, the modes
 interleaved round-robin so that background load hits all of them alike; the best pass gives images/s (the median
 is kept too). Data loading is excluded: images are decoded and transformed
@@ -43,10 +43,14 @@ def run_batches(fn: Forward, images: Tensor, batch_size: int) -> tuple[Tensor, T
 
 
 def mode_functions(gated: GatedTwoBranch) -> dict[str, Forward]:
-    """The three inference modes of a gated model, each ``images -> (logits, routed)``."""
+    """The three inference modes of a gated model, each ``images -> (logits, routed)``.
+
+    ``cheap_only`` = trunk + exit head; ``expensive_only`` = trunk + rest (the plain fine-tuned network);
+    ``gated`` = trunk + exit head + selector, then rest + fusion on the routed rows only.
+    """
 
     def cheap(x: Tensor) -> tuple[Tensor, Tensor]:
-        return gated.cheap(x)[1], torch.zeros(len(x), dtype=torch.bool)
+        return gated.cheap(x)[2], torch.zeros(len(x), dtype=torch.bool)
 
     def expensive(x: Tensor) -> tuple[Tensor, Tensor]:
         return gated.expensive(x)[1], torch.ones(len(x), dtype=torch.bool)

@@ -1,12 +1,13 @@
 """Training the gate of a :class:`~ssl_art.models.gated.GatedTwoBranch`: stages 1 and 2, and budget calibration.
 
-Stage 0 (fine-tuning the two branches) is ordinary fine-tuning (:mod:`ssl_art.finetune.train`). Stage 1 freezes both
-branches, so their outputs on the training images are computed once (:func:`cache_outputs`) and the selector and
+Stage 0 (fine-tuning the expensive network, then the cheap exit head on its frozen shared trunk) is ordinary
+fine-tuning (:mod:`ssl_art.finetune.train`). Stage 1 freezes both branches, so their outputs on the training images are computed once (:func:`cache_outputs`) and the selector and
 fusion MLPs train on the cache in seconds: cross-entropy of the fused logits, REINFORCE on the sampled routing with
-reward ``1[correct] - cost * a`` and a moving-average baseline, and the budget penalty. :func:`calibrate` then makes
-the trained gate respect the compute budget *on val*: if more than ``budget`` of the val images would be routed, it
-lowers the confidence threshold (and, if that is not enough, raises the selector's decision bias) to the largest
-setting within budget. Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
+reward ``1[correct] - cost * a`` and a moving-average baseline, a supervised BCE of the selector on "the cheap branch
+is wrong", and the budget penalty. :func:`calibrate` then makes the trained gate respect the compute budget *on
+val*: it picks, by val top-1, among routing rules that each route at most ``budget`` of val (the selector's ranking,
+the cheap confidence ranking, the configured setting) and between the learned fusion and expensive logits alone.
+Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class GateSettings:
     cost: float = 0.2
     budget_weight: float = 1.0
     pg_weight: float = 1.0
+    selector_weight: float = 1.0  # supervised BCE of P(hard) on "the cheap branch is wrong"
     baseline_momentum: float = 0.9
     seed: int = 0
 
@@ -65,8 +67,8 @@ def cache_outputs(
         if not b.views:
             continue
         x = b.views[0].to(device)
-        cf, cl = gated.cheap(x)
-        ef, el = gated.expensive(x)
+        h, cf, cl = gated.cheap(x)
+        ef, el = gated.rest(h)  # the expensive branch continues from the trunk's map
         for k, v in zip(("cf", "cl", "ef", "el"), (cf, cl, ef, el)):
             parts[k].append(v.float().cpu())
         parts["y"].append(torch.as_tensor(targets[b.indices.numpy()], dtype=torch.int64))
@@ -76,19 +78,27 @@ def cache_outputs(
 def gate_step_loss(
     gated: GatedTwoBranch, c: BranchCache, baseline: MovingAverageBaseline, s: GateSettings
 ) -> tuple[Tensor, dict[str, float]]:
-    """Stage-1 loss on (a minibatch of) cached outputs: fused CE + REINFORCE + budget penalty."""
+    """Stage-1 loss on (a minibatch of) cached outputs.
+
+    ``CE(fused) + selector_weight * BCE(P(hard), 1[cheap wrong]) + pg_weight * REINFORCE + budget_weight * budget``.
+    The supervised term teaches the selector to rank images by how likely the cheap branch is to be wrong (a
+    dense signal); REINFORCE then trades the accuracy actually gained against ``cost`` per expensive call.
+    """
     fused, _ = gated.fuse(c.cf, c.cl, c.ef, c.el)
     ce = F.cross_entropy(fused, c.y)
     logit = gated.hard_logit(c.cf, c.cl)
+    cheap_wrong = (c.cl.argmax(1) != c.y).float()
+    sel = F.binary_cross_entropy_with_logits(logit, cheap_wrong)
     action = torch.bernoulli(torch.sigmoid(logit.detach()))
     pred = torch.where(action.bool()[:, None], fused.detach(), c.cl.float()).argmax(1)
     reward = routing_reward(pred == c.y, action, s.cost)
     b = baseline.update(reward)
     pg = reinforce_loss(logit, action, reward, b)
     budget = budget_penalty(logit, s.budget)
-    loss = ce + s.pg_weight * pg + s.budget_weight * budget
+    loss = ce + s.selector_weight * sel + s.pg_weight * pg + s.budget_weight * budget
     return loss, {
         "ce": float(ce.detach()),
+        "selector_bce": float(sel.detach()),
         "pg": float(pg.detach()),
         "budget": float(budget.detach()),
         "reward": float(reward.mean()),
@@ -134,13 +144,23 @@ def simulate(gated: GatedTwoBranch, c: BranchCache) -> tuple[Tensor, Tensor]:
     return torch.where(routed[:, None], fused, c.cl.float()), routed
 
 
-@torch.no_grad()
-def calibrate(gated: GatedTwoBranch, val: BranchCache, budget: float) -> dict[str, float]:
-    """Lower ``threshold`` / raise ``decision_bias`` until at most ``budget`` of val is routed; returns the result.
+NEVER = 1e9  # a decision bias no selector logit exceeds: the selector is switched off
 
-    Keeps the configured values when they already respect the budget. The routed set is monotone in both knobs,
-    so the largest threshold within budget is found by scanning the sorted val confidences.
+
+@torch.no_grad()
+def calibrate(gated: GatedTwoBranch, val: BranchCache, budget: float) -> dict[str, Any]:
+    """Choose the routing rule and fusion on val so that at most ``budget`` of val is routed; returns the result.
+
+    Candidate rules, each routing at most ``floor(budget * n)`` val images:
+
+    - ``configured``: the current ``threshold`` / ``decision_bias``, if already within budget;
+    - ``selector``: the images with the highest selector logits (``decision_bias`` at that rank, fall-back off);
+    - ``confidence``: the images the cheap branch is least sure of (``threshold`` at that rank, selector off).
+
+    Each is tried with the learned fusion and with the expensive logits alone on routed rows (``fusion_on``); the
+    best val top-1 wins (ties: fewer routed, then the order above). Only val is used, never test.
     """
+    keep = val.y >= 0
     logit = gated.hard_logit(val.cf, val.cl)
     conf = confidence(val.cl)
     n = len(conf)
@@ -149,24 +169,51 @@ def calibrate(gated: GatedTwoBranch, val: BranchCache, budget: float) -> dict[st
     def n_routed(th: float, bias: float) -> int:
         return int(((logit > bias) | (conf < th)).sum())
 
-    th, bias = float(gated.threshold), float(gated.decision_bias)
-    if n_routed(th, bias) > limit:
-        candidates = sorted({float(v) for v in conf if float(v) <= th} | {0.0}, reverse=True)
-        th = next((v for v in candidates if n_routed(v, bias) <= limit), 0.0)
-        if n_routed(th, bias) > limit:
-            # even with the fall-back off, the selector routes too many: keep its `limit` most confident "hard" calls
-            ordered = torch.sort(logit, descending=True).values
-            bias = float(ordered[limit]) if limit < n else float(ordered[-1]) - 1.0
+    rules: list[tuple[str, float, float]] = []
+    th0, b0 = float(gated.threshold), float(gated.decision_bias)
+    if n_routed(th0, b0) <= limit:
+        rules.append(("configured", th0, b0))
+    by_logit = torch.sort(logit, descending=True).values
+    rules.append(("selector", 0.0, float(by_logit[limit]) if limit < n else float(by_logit[-1]) - 1.0))
+    by_conf = torch.sort(conf).values
+    rules.append(("confidence", float(by_conf[limit]) if limit < n else 1.01, NEVER))
+
+    def val_top1() -> float:
+        logits, _ = simulate(gated, val)
+        return float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
+
+    result: dict[str, float] = {}
+    best: tuple[float, int, int] | None = None
+    chosen = rules[0][1:] + (1.0,)
+    for order, (name, th, bias) in enumerate(rules):
+        for fusion_on in (1.0, 0.0):
+            gated.threshold.fill_(th)
+            gated.decision_bias.fill_(bias)
+            gated.fusion_on.fill_(fusion_on)
+            acc, k = val_top1(), n_routed(th, bias)
+            result[f"val_top1/{name}/{'fused' if fusion_on else 'expensive'}"] = acc
+            key = (acc, -k, -order)
+            if best is None or key > best:
+                best, chosen = key, (th, bias, fusion_on)
+                result["rule"] = float(order)
+    th, bias, fusion_on = chosen
     gated.threshold.fill_(th)
     gated.decision_bias.fill_(bias)
+    gated.fusion_on.fill_(fusion_on)
     logits, routed = simulate(gated, val)
-    keep = val.y >= 0
-    acc = float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
-    return {
+    top1 = float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
+    exp_top1 = float((val.el.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
+    cheap_top1 = float((val.cl.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
+    out: dict[str, Any] = dict(result)
+    return out | {
+        "rule_name": rules[int(result["rule"])][0],
         "threshold": th,
         "decision_bias": bias,
+        "fusion_on": fusion_on,
         "val_expensive_fraction": float(routed.float().mean()),
-        "val_top1": acc,
+        "val_top1": top1,
+        "val_top1_expensive_only": exp_top1,
+        "val_top1_cheap_only": cheap_top1,
     }
 
 

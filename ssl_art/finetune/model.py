@@ -2,7 +2,7 @@
 
 An *encoder* is any module ``(B, 3, H, W) -> (B, D)`` with a ``model`` attribute holding its timm network (the
 ssl_art :class:`~ssl_art.models.backbone.Backbone`, or the cheap branch's
-:class:`~ssl_art.models.gated.EarlyStages`), so layer-wise lr decay and freezing can find stages/blocks. A
+:class:`TrunkExit`), so layer-wise lr decay and freezing can find stages/blocks. A
 :class:`ModelSpec` (plain dict in checkpoints) is everything ``predict`` needs to rebuild the network without the
 training config, which keeps serving independent of the engine.
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ssl_art.models.backbone import Backbone
-from ssl_art.models.gated import EarlyStages, GatedTwoBranch
+from ssl_art.models.gated import Branch, ExitPool, GatedTwoBranch, split_stages
 
 
 class Classifier(nn.Module):
@@ -54,18 +55,6 @@ class Classifier(nn.Module):
         return self.features_and_logits(x)[1]
 
 
-class PrimaryHead(nn.Module):
-    """Adapter to the gated branch contract: ``x -> (features (B, D), logits of head 0 (B, K))``."""
-
-    def __init__(self, classifier: Classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        f, logits = self.classifier.features_and_logits(x)
-        return f, logits[0]
-
-
 @dataclass
 class ModelSpec:
     """Architecture description stored in fine-tune checkpoints (``kind``: ``classifier`` or ``gated``)."""
@@ -79,6 +68,7 @@ class ModelSpec:
     dropout: float = 0.0
     cheap_backbone: str = ""
     cheap_stages: int = 2
+    exit_width: int = 256  # shared-trunk exit head: 1x1 conv width (features 2 * width)
     hidden_dim: int = 64
     threshold: float = 0.9
     alpha: float = 1.0
@@ -105,7 +95,7 @@ def build_classifier(spec: ModelSpec, backbone: Backbone | None = None) -> Class
 
 
 class _PooledTimm(nn.Module):
-    """A small timm CNN as a cheap encoder: ``(B, 3, H, W) -> (B, D)`` via ``num_classes=0``."""
+    """A small timm CNN as a separate cheap encoder: ``(B, 3, H, W) -> (B, D)`` via ``num_classes=0``."""
 
     def __init__(self, name: str):
         super().__init__()
@@ -119,24 +109,84 @@ class _PooledTimm(nn.Module):
         return self.model(x)
 
 
+class TrunkExit(nn.Module):
+    """Stage-0 encoder of the shared-trunk cheap branch: frozen trunk of the expensive backbone + :class:`ExitPool`.
+
+    ``model`` is the expensive backbone's timm network (so fine-tuning helpers find it); its first
+    ``n_levels`` levels form the trunk. The trunk is shared with the expensive branch, so it stays frozen and in eval
+    mode (its BatchNorm statistics must not drift); only the exit pooler and the classifier head train.
+
+    Args:
+        timm_model: the expensive backbone's timm network.
+        n_levels: feature levels in the trunk (see :func:`~ssl_art.models.gated.split_stages`).
+        width: exit conv width (features: ``2 * width``).
+    """
+
+    def __init__(self, timm_model: nn.Module, n_levels: int, width: int):
+        super().__init__()
+        self.model = timm_model
+        trunk, _ = split_stages(timm_model, n_levels)
+        self.n_levels = n_levels
+        with torch.no_grad():
+            was = timm_model.training
+            timm_model.eval()
+            channels = int(trunk(torch.zeros(1, 3, 32, 32)).shape[1])
+            timm_model.train(was)
+        self.pool = ExitPool(channels, width)
+        self.dim = self.pool.dim
+        self._trunk = [trunk]  # a list: the trunk's modules are already registered under ``model``
+
+    @property
+    def trunk(self) -> nn.Sequential:
+        """The shared early stages ``(B, 3, H, W) -> (B, C, H', W')``."""
+        return self._trunk[0]
+
+    def train(self, mode: bool = True) -> TrunkExit:
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, 2 * width)``; no gradient reaches the frozen trunk."""
+        with torch.no_grad():
+            h = self.trunk(x)
+        return self.pool(h)
+
+
 def build_cheap(spec: ModelSpec, expensive: Classifier) -> Classifier:
-    """Cheap classifier: a small timm CNN (``cheap_backbone``) or the expensive encoder's first ``cheap_stages``."""
-    primary = spec.columns[:1]
-    n = [len(spec.classes[c]) for c in primary]
-    enc: EarlyStages | _PooledTimm
-    enc = (
-        _PooledTimm(spec.cheap_backbone)
-        if spec.cheap_backbone
-        else EarlyStages(expensive.timm_model, spec.cheap_stages)
-    )
+    """Stage-0 cheap classifier (head 0 only).
+
+    Default (``cheap_backbone == ""``): the expensive backbone's first ``cheap_stages`` levels, shared and frozen,
+    plus a light exit head (:class:`TrunkExit`). Otherwise a separate small timm CNN ``cheap_backbone``.
+    """
+    n = [len(spec.classes[spec.columns[0]])]
+    enc: TrunkExit | _PooledTimm
+    if spec.cheap_backbone:
+        enc = _PooledTimm(spec.cheap_backbone)
+    else:
+        enc = TrunkExit(expensive.timm_model, spec.cheap_stages, spec.exit_width)
     return Classifier(enc, enc.dim, n, spec.dropout)
 
 
 def build_gated(spec: ModelSpec, cheap: Classifier, expensive: Classifier) -> GatedTwoBranch:
-    """Wrap two trained classifiers (head 0 each) in the gate."""
+    """Assemble the gate from two trained classifiers (head 0 each).
+
+    Shared trunk: ``trunk`` = the backbone's first stages, ``cheap_head`` = exit pooler + cheap head, ``rest`` =
+    the remaining stages + the expensive head. Separate cheap CNN: ``trunk`` is the identity and each branch is a
+    whole network.
+    """
+    enc = cheap.encoder
+    trunk: nn.Module
+    if isinstance(enc, TrunkExit):
+        trunk, rest_body = split_stages(expensive.timm_model, enc.n_levels)
+        cheap_head, rest = Branch(enc.pool, cheap.heads[0]), Branch(rest_body, expensive.heads[0])
+    else:
+        trunk = nn.Identity()
+        cheap_head, rest = Branch(enc, cheap.heads[0]), Branch(expensive.encoder, expensive.heads[0])
     return GatedTwoBranch(
-        PrimaryHead(cheap),
-        PrimaryHead(expensive),
+        trunk,
+        cheap_head,
+        rest,
         cheap_dim=cheap.dim,
         expensive_dim=expensive.dim,
         hidden_dim=spec.hidden_dim,
@@ -165,8 +215,6 @@ def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
         ValueError: when the file is not a fine-tune checkpoint or its weights do not match the stored spec.
     """
     from pathlib import Path
-
-    import torch
 
     p = Path(path)
     if p.is_dir():

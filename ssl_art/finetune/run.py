@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 import ssl_art.finetune  # noqa: F401  (registers the ft.* choices)
+from ssl_art.checkpoint import save_checkpoint
 from ssl_art.config import FinetuneConfig, config_to_dict
 from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
 from ssl_art.data.collection import load_collection
-from ssl_art.engine.checkpoint import save_checkpoint
 from ssl_art.engine.rundir import amp_dtype, prepare_run_dir, resolve_device, seed_everything, setup_logging
 from ssl_art.engine.schedules import scaled_lr
 from ssl_art.finetune.compute import measure_modes
@@ -32,7 +32,7 @@ from ssl_art.finetune.ensemble import member_weights, soft_vote
 from ssl_art.finetune.gate_train import GateSettings, cache_outputs, calibrate, train_stage1, train_stage2
 from ssl_art.finetune.labels import read_label_map, remap_collection, target_matrix
 from ssl_art.finetune.lr_decay import freeze_for_mode
-from ssl_art.finetune.model import Classifier, ModelSpec, build_cheap, build_gated, load_finetuned
+from ssl_art.finetune.model import Classifier, ModelSpec, TrunkExit, build_cheap, build_gated, load_finetuned
 from ssl_art.finetune.report import classification_metrics, write_report
 from ssl_art.finetune.splits import Split, load_split, make_split, save_split
 from ssl_art.finetune.train import TrainSettings, predict_probs, train_classifier
@@ -247,8 +247,14 @@ def _run_gate(
     g = cfg.gate
     spec = replace(spec, kind="gated")
     cheap = build_cheap(spec, expensive)
-    freeze_for_mode(cheap, cheap.timm_model, "full")
     cheap_settings = replace(_settings(cfg, g.cheap_epochs or cfg.optim.epochs, 1.0, False, 1), task_weights=())
+    if isinstance(cheap.encoder, TrunkExit):
+        # shared trunk: it belongs to the fine-tuned expensive branch and stays frozen; only the fresh exit head
+        # trains, at 10x the fine-tuning lr as a probe on frozen features would
+        freeze_for_mode(cheap, cheap.timm_model, "linear")
+        cheap_settings = replace(cheap_settings, lr=10 * cheap_settings.lr)
+    else:
+        freeze_for_mode(cheap, cheap.timm_model, "full")
     res0 = train_classifier(
         cheap,
         train[0],
@@ -265,8 +271,9 @@ def _run_gate(
         "gate_cheap",
     )
     gated = build_gated(spec, cheap, expensive).to(device)
-    for p in list(gated.cheap.parameters()) + list(gated.expensive.parameters()):
-        p.requires_grad_(False)
+    for part in (gated.trunk, gated.cheap_head, gated.rest):
+        for p in part.parameters():
+            p.requires_grad_(False)
     gs = GateSettings(
         epochs=g.stage1_epochs,
         lr=g.stage1_lr,

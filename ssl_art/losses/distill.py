@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_art.losses.pairs import cross_view_pairs
+
 __all__ = ["DistillLoss"]
 
 
@@ -59,16 +61,7 @@ class DistillLoss(nn.Module):
         Raises:
             ValueError: fewer than 2 views, no cross-view pair, or layer counts that do not match the weights.
         """
-        views = list(range(len(teacher))) if teacher_views is None else list(teacher_views)
-        if len(student) < 2 or len(views) != len(teacher):
-            raise ValueError(
-                f"need >= 2 student views and a view index per teacher output, got {len(student)}, {views}"
-            )
-        pairs = [(i, k) for i in range(len(student)) for k, j in enumerate(views) if i != j]
-        if not pairs:
-            raise ValueError(
-                f"no (student view, other teacher view) pair: student views {len(student)}, teacher {views}"
-            )
+        pairs = cross_view_pairs(len(student), len(teacher), teacher_views)
         n_layers = len(self.weights)
         for i, preds_i in enumerate(student):
             if len(preds_i) != n_layers:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_art import distributed
+from ssl_art.losses.pairs import cross_view_pairs
 
 __all__ = ["SoftPositiveLoss", "soft_targets"]
 
@@ -139,16 +140,7 @@ class SoftPositiveLoss(nn.Module):
         Raises:
             ValueError: fewer than 2 student views or no cross-view pair.
         """
-        views = list(range(len(teacher))) if teacher_views is None else list(teacher_views)
-        if len(student) < 2 or len(views) != len(teacher):
-            raise ValueError(
-                f"need >= 2 student views and a view index per teacher output, got {len(student)}, {views}"
-            )
-        pairs = [(i, k) for i in range(len(student)) for k, j in enumerate(views) if i != j]
-        if not pairs:
-            raise ValueError(
-                f"no (student view, other teacher view) pair: student views {len(student)}, teacher {views}"
-            )
+        pairs = cross_view_pairs(len(student), len(teacher), teacher_views)
         queue = self.queue[: int(self.queue_len)].clone()  # snapshot: every pair sees the same negatives
         loss = torch.stack([self.pair_loss(student[i], teacher[k], queue) for i, k in pairs]).mean()
         if update_queue:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ssl_art.checkpoint import find_resumable, load_checkpoint, verify_checkpoint
 from ssl_art.config import ConfigError, ModelCfg, PretrainConfig, config_from_dict
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.models.backbone import Backbone, load_backbone_weights
@@ -89,8 +90,6 @@ def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainM
         CheckpointError: the file is missing, truncated or corrupt.
         ValueError: the weights do not match the stored config (missing/unexpected keys are listed).
     """
-    from ssl_art.engine.checkpoint import find_resumable, load_checkpoint, verify_checkpoint
-
     p = Path(path)
     if p.is_dir():
         ckpt_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p

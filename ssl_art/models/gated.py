@@ -1,18 +1,22 @@
-"""SHMNet-style gated two-branch classifier: a cheap branch for easy images, the expensive one only for hard ones.
+"""SHMNet-style gated two-branch classifier with a shared trunk: the expensive branch continues the cheap one.
 
-Both branches map images to ``(features (B, D), logits (B, K))``. A small *selector* MLP sees the cheap branch's
-features and confidence and outputs ``P(hard)``; a *fusion* MLP gives ``w = alpha * sigmoid(MLP(f_c, f_e, conf_c,
-conf_e))`` and hard images get ``(1 - w) * logits_c + w * logits_e``. Routing is hard: an image goes to the
-expensive branch when the selector says hard (sampled from ``P(hard)`` in training, ``logit > decision_bias`` at
-inference) or when the cheap confidence is below ``threshold`` (the fall-back rule). Only those rows of the batch
-are passed to the expensive branch, so its compute is really skipped for the others. ``threshold`` and
-``decision_bias`` are buffers so a budget calibrated on val travels with the weights. See Wang et al., "SHMNet"
-(hard-sample mining with a light and a heavy branch) and Wu et al. 2018 "BlockDrop" for the policy-gradient gate.
+The network is cut in three parts: a ``trunk`` (by default the backbone's first stages), a light ``cheap_head`` on
+the trunk's map (the early exit) and ``rest``, the remaining stages plus the expensive classifier, which *continues
+from the trunk's map* rather than recomputing it. Every image pays ``trunk + cheap_head``; only routed images pay
+``rest``, so gated FLOPs are ``cheap + fraction_routed * rest`` and fall strictly below always-expensive whenever
+the fraction is below 1 (Teerapittayanon et al. 2016 "BranchyNet"; Wang et al. "SHMNet" for the light/heavy
+branches). A separate small CNN as cheap branch is the special case ``trunk = Identity``. A *selector* MLP sees the
+cheap features and confidence and gives ``P(hard)``; a *fusion* MLP gives ``w = alpha * sigmoid(MLP(f_c, f_e,
+conf_c, conf_e))`` and routed images get ``(1 - w) * logits_c + w * logits_e`` (or the expensive logits alone when
+the ``fusion_on`` buffer is 0, a choice made on val). Routing is hard: a row is routed when the selector says hard
+(sampled in training, ``logit > decision_bias`` at inference) or when the cheap confidence is below ``threshold``.
+``threshold``, ``decision_bias`` and ``fusion_on`` are buffers, so a budget calibrated on val travels with the
+weights. The policy gradient follows Wu et al. 2018 "BlockDrop".
 """
 
 from __future__ import annotations
 
-import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +30,8 @@ class GatedOutput:
     """Result of :meth:`GatedTwoBranch.forward`.
 
     Attributes:
-        logits: ``(B, K)``: cheap logits for easy rows, fused logits for routed rows.
-        routed: ``(B,)`` bool, True where the expensive branch ran.
+        logits: ``(B, K)``: cheap logits for easy rows, fused (or expensive) logits for routed rows.
+        routed: ``(B,)`` bool, True where the expensive part ran.
         hard_logit: ``(B,)`` selector logit of ``P(hard)``.
         weight: ``(B,)`` fusion weight ``w`` (0 where not routed).
         action: ``(B,)`` bool, the selector's own decision (the policy's action; ``routed`` also has fall-backs).
@@ -42,36 +46,91 @@ class GatedOutput:
     cheap_logits: Tensor
 
 
-class EarlyStages(nn.Module):
-    """The first ``n_levels`` feature levels of a timm model, globally average pooled: ``(B, 3, H, W) -> (B, C)``.
+def split_stages(timm_model: nn.Module, n_levels: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Cut a sequential timm CNN after its ``n_levels``-th feature level: ``(trunk, rest)``.
 
-    The model is deep-copied (so the cheap branch starts from the backbone's weights but trains on its own) and
-    pruned with timm's ``prune_intermediate_layers``: the later stages are removed, not merely skipped.
+    Both parts hold the *same* module objects as ``timm_model`` (no copy), so a fine-tuned backbone is shared.
+    ``rest(trunk(x))`` equals ``timm_model(x)`` (the pooled pre-logits, ``num_classes=0``); this is checked on a
+    probe input, so an architecture whose ``forward`` is not the chain of its children is rejected.
 
     Args:
-        timm_model: a timm network with ``forward_intermediates`` / ``prune_intermediate_layers``.
-        n_levels: how many of ``feature_info``'s levels to keep (ResNet: 1 = stem, 2 = + layer1, ...; ViT: blocks).
+        timm_model: a timm CNN whose ``feature_info`` modules are top-level children (ResNet family, ...).
+        n_levels: feature levels kept in the trunk (ResNet: 1 = stem, 2 = + layer1, 3 = + layer2, ...).
+
+    Returns:
+        ``trunk: (B, 3, H, W) -> (B, C, H', W')`` and ``rest: (B, C, H', W') -> (B, D)``.
+
+    Raises:
+        ValueError: for a level out of range or a model that cannot be cut this way.
+    """
+    info: Any = getattr(timm_model, "feature_info", [])
+    if not 1 <= n_levels < len(info):
+        raise ValueError(f"cheap_stages must be in [1, {len(info) - 1}] for this backbone, got {n_levels}")
+    cut = str(info[n_levels - 1]["module"])
+    children = list(timm_model.named_children())
+    names = [n for n, _ in children]
+    if cut not in names:
+        raise ValueError(
+            f"cannot split {type(timm_model).__name__} after {cut!r} (not a top-level stage); "
+            "use gate.cheap_backbone=<small timm CNN> for this architecture"
+        )
+    i = names.index(cut) + 1
+    trunk, rest = nn.Sequential(OrderedDict(children[:i])), nn.Sequential(OrderedDict(children[i:]))
+    was = timm_model.training
+    timm_model.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        ok = torch.allclose(rest(trunk(x)), timm_model(x), atol=1e-4, rtol=1e-4)
+    timm_model.train(was)
+    if not ok:
+        raise ValueError(
+            f"{type(timm_model).__name__}.forward is not the chain of its children; "
+            "use gate.cheap_backbone=<small timm CNN> for this architecture"
+        )
+    return trunk, rest
+
+
+class ExitPool(nn.Module):
+    """Light early-exit features of a trunk map: 1x1 conv + BN + ReLU, then mean and std pooling.
+
+    Mean and standard deviation over positions are the first two moments of the channel activations, the cheap
+    relatives of Gram statistics that carry style (Huang & Belongie 2017 "AdaIN").
+
+    Args:
+        in_channels: ``C`` of the trunk map.
+        width: channels after the 1x1 conv; the output has ``2 * width`` features.
     """
 
-    def __init__(self, timm_model: nn.Module, n_levels: int):
+    def __init__(self, in_channels: int, width: int = 256):
         super().__init__()
-        n_total = len(getattr(timm_model, "feature_info", []))
-        if not 1 <= n_levels < n_total:
-            raise ValueError(f"cheap_stages must be in [1, {n_total - 1}] for this backbone, got {n_levels}")
-        self.model = copy.deepcopy(timm_model)
-        self.index = n_levels - 1
-        self.model.prune_intermediate_layers([self.index], prune_norm=True, prune_head=True)  # type: ignore[operator]
-        with torch.no_grad():
-            was = self.model.training
-            self.model.eval()
-            self.dim = int(self.forward(torch.zeros(1, 3, 64, 64)).shape[1])
-            self.model.train(was)
+        if width < 1:
+            raise ValueError(f"exit width must be >= 1, got {width}")
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        self.dim = 2 * width
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W) -> (B, C)`` pooled map of the last kept level."""
-        fwd: Any = self.model.forward_intermediates
-        maps = fwd(x, indices=[self.index], intermediates_only=True, output_fmt="NCHW")
-        return maps[-1].mean(dim=(2, 3))
+    def forward(self, h: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, 2 * width)``."""
+        z = self.proj(h).flatten(2)
+        return torch.cat([z.mean(-1), z.std(-1, unbiased=False)], dim=1)
+
+
+class Branch(nn.Module):
+    """``body`` then a linear classifier: ``input -> (features (B, D), logits (B, K))``.
+
+    Args:
+        body: ``input -> (B, D)`` (a trunk-map pooler, the remaining stages, or a whole encoder).
+        fc: ``nn.Linear(D, K)``.
+    """
+
+    def __init__(self, body: nn.Module, fc: nn.Module):
+        super().__init__()
+        self.body, self.fc = body, fc
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.body(x)
+        return f, self.fc(f)
 
 
 def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
@@ -85,11 +144,12 @@ def confidence(logits: Tensor) -> Tensor:
 
 
 class GatedTwoBranch(nn.Module):
-    """Cheap + expensive classifiers with a learned selector and logit fusion.
+    """Shared trunk, early-exit cheap head, and the expensive remainder run only on routed rows.
 
     Args:
-        cheap: module ``(B, 3, H, W) -> (features (B, D_c), logits (B, K))``.
-        expensive: module ``(B, 3, H, W) -> (features (B, D_e), logits (B, K))``.
+        trunk: ``(B, 3, H, W) -> h``, shared by both branches (``nn.Identity()`` for two separate networks).
+        cheap_head: ``h -> (features (B, D_c), logits (B, K))``.
+        rest: ``h -> (features (B, D_e), logits (B, K))``, the expensive branch continuing from ``h``.
         cheap_dim: ``D_c``.
         expensive_dim: ``D_e``.
         hidden_dim: width of the selector and fusion MLPs.
@@ -99,11 +159,13 @@ class GatedTwoBranch(nn.Module):
 
     threshold: Tensor
     decision_bias: Tensor
+    fusion_on: Tensor
 
     def __init__(
         self,
-        cheap: nn.Module,
-        expensive: nn.Module,
+        trunk: nn.Module,
+        cheap_head: nn.Module,
+        rest: nn.Module,
         cheap_dim: int,
         expensive_dim: int,
         hidden_dim: int = 64,
@@ -115,11 +177,29 @@ class GatedTwoBranch(nn.Module):
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        self.cheap, self.expensive, self.alpha = cheap, expensive, alpha
+        self.trunk, self.cheap_head, self.rest, self.alpha = trunk, cheap_head, rest, alpha
         self.selector = _mlp(cheap_dim + 2, hidden_dim)
         self.fusion = _mlp(cheap_dim + expensive_dim + 2, hidden_dim)
+        with torch.no_grad():  # start near "trust the expensive branch": w = alpha * sigmoid(3) ~ 0.95 alpha
+            last = self.fusion[-1]
+            assert isinstance(last, nn.Linear)
+            last.bias.fill_(3.0)
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("decision_bias", torch.tensor(0.0))
+        self.register_buffer("fusion_on", torch.tensor(1.0))
+
+    # ------------------------------------------------------------------ branches
+
+    def cheap(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, 3, H, W)`` -> trunk output ``h``, cheap features ``(B, D_c)`` and logits ``(B, K)``."""
+        h = self.trunk(x)
+        cf, cl = self.cheap_head(h)
+        return h, cf, cl
+
+    def expensive(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Always-expensive path ``(B, 3, H, W) -> (features (B, D_e), logits (B, K))`` (trunk + rest)."""
+        out: tuple[Tensor, Tensor] = self.rest(self.trunk(x))
+        return out
 
     # ------------------------------------------------------------------ parts (also used on cached outputs)
 
@@ -134,7 +214,10 @@ class GatedTwoBranch(nn.Module):
     def fuse(
         self, cheap_feats: Tensor, cheap_logits: Tensor, exp_feats: Tensor, exp_logits: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Fused logits ``(B, K)`` and weight ``w`` ``(B,)`` for rows that ran both branches."""
+        """Fused logits ``(B, K)`` and weight ``w`` ``(B,)`` for rows that ran both branches.
+
+        With ``fusion_on == 0`` the expensive logits are returned as they are (``w = 1``).
+        """
         x = torch.cat(
             [
                 cheap_feats.float(),
@@ -145,6 +228,7 @@ class GatedTwoBranch(nn.Module):
             dim=1,
         )
         w = self.alpha * torch.sigmoid(self.fusion(x).squeeze(1))
+        w = self.fusion_on * w + (1.0 - self.fusion_on)
         return (1.0 - w[:, None]) * cheap_logits.float() + w[:, None] * exp_logits.float(), w
 
     def route(self, hard_logit: Tensor, cheap_logits: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
@@ -159,21 +243,21 @@ class GatedTwoBranch(nn.Module):
     # ------------------------------------------------------------------ end to end
 
     def forward(self, x: Tensor, sample: bool | None = None) -> GatedOutput:
-        """Route ``(B, 3, H, W)`` images; only routed rows enter the expensive branch.
+        """Route ``(B, 3, H, W)`` images; the trunk runs once, ``rest`` only on the routed rows of its output.
 
         Args:
             x: images.
             sample: sample the selector's decision (policy training); default ``self.training``.
         """
         sample = self.training if sample is None else sample
-        cf, cl = self.cheap(x)
+        h, cf, cl = self.cheap(x)
         logit = self.hard_logit(cf, cl)
         routed, action = self.route(logit, cl, sample)
         logits = cl.float().clone()
         weight = logits.new_zeros(len(x))
         idx = routed.nonzero().squeeze(1)
         if idx.numel():
-            ef, el = self.expensive(x[idx])
+            ef, el = self.rest(h[idx])
             fused, w = self.fuse(cf[idx], cl[idx], ef, el)
             logits = logits.index_copy(0, idx, fused)
             weight = weight.index_copy(0, idx, w)

@@ -7,27 +7,37 @@ run with the same model continues from the first unrecorded row: rows are never 
 ``meta.json`` carries the model hash (SHA-256 of the model's ``state_dict`` tensors, so a re-saved checkpoint with
 the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``; the index refuses queries from a
 model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
-``bad_rows`` and are left out of the index.
+``bad_rows`` and are left out of the index. The model side (what an embedder is, the random-init baseline, the
+hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+# the model side lives in ``embedder``; re-exported here so ``from ssl_art.retrieval.embed import ...`` keeps working
+from ssl_art.retrieval.embedder import KINDS as KINDS
+from ssl_art.retrieval.embedder import BackboneEmbedder as BackboneEmbedder
+from ssl_art.retrieval.embedder import Embedder as Embedder
+from ssl_art.retrieval.embedder import embed_images as embed_images
+from ssl_art.retrieval.embedder import list_images as list_images
+from ssl_art.retrieval.embedder import load_embedder as load_embedder
+from ssl_art.retrieval.embedder import model_hash as model_hash
+from ssl_art.retrieval.embedder import pick_embedding, resolve_kind
 
 log = logging.getLogger(__name__)
 
@@ -35,82 +45,7 @@ EMB_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.csv"
 META_FILE = "meta.json"
 PROGRESS_FILE = "progress.json"
-KINDS = ("auto", "pooled", "fused", "gram")
 DTYPES = ("float16", "float32")
-
-
-class Embedder(Protocol):
-    """What retrieval needs from a model: ``embed(x) -> {"pooled": (B, D), ...}`` and a default kind."""
-
-    default_embedding: str
-
-    def embed(self, x: Tensor) -> dict[str, Tensor]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def eval(self) -> Any: ...
-
-
-class BackboneEmbedder(nn.Module):
-    """Pooled features of a bare timm backbone: the random-init (or hub) baseline that needs no checkpoint.
-
-    Args:
-        name: timm model name.
-        seed: seeds the random initialisation, so the model hash is reproducible.
-        image_size: input side (for ViTs).
-    """
-
-    default_embedding = "pooled"
-
-    def __init__(self, name: str = "resnet18", seed: int = 0, image_size: int = 224):
-        super().__init__()
-        from ssl_art.models.backbone import Backbone
-
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.backbone = Backbone(name, pretrained=False, n_intermediates=1, img_size=image_size)
-        self.eval()
-
-    @torch.no_grad()
-    def embed(self, x: Tensor) -> dict[str, Tensor]:
-        """``(B, 3, H, W)`` -> ``{"pooled": (B, D)}``."""
-        return {"pooled": self.backbone(x)}
-
-
-def load_embedder(checkpoint: str = "", backbone: str = "resnet18", seed: int = 0, image_size: int = 224) -> Any:
-    """A pretraining checkpoint's method (``models.build.load_method``), or a seeded random-init backbone."""
-    if checkpoint:
-        from ssl_art.models.build import load_method
-
-        method, _ = load_method(checkpoint)
-        return method
-    return BackboneEmbedder(backbone, seed=seed, image_size=image_size)
-
-
-def model_hash(model: Embedder) -> str:
-    """SHA-256 over the model's ``state_dict`` (sorted names, dtypes, shapes and bytes); 16 hex chars are kept."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if not isinstance(t, Tensor):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def resolve_kind(model: Embedder, kind: str) -> str:
-    """``auto`` -> the model's ``default_embedding``; other names are checked against :data:`KINDS`."""
-    if kind not in KINDS:
-        raise ValueError(f"embedding must be one of {', '.join(KINDS)}; got '{kind}'")
-    return str(getattr(model, "default_embedding", "pooled")) if kind == "auto" else kind
-
-
-def pick_embedding(out: dict[str, Tensor], kind: str) -> Tensor:
-    """``out[kind]`` as ``(B, D)`` float32, with an error naming the kinds this model has."""
-    if kind not in out:
-        raise ValueError(f"this model has no '{kind}' embedding; it provides {', '.join(sorted(out))}")
-    return out[kind].detach().float().flatten(1)
 
 
 @dataclass
@@ -369,48 +304,3 @@ def embed_collection(
     size = int(kwargs.get("image_size", 224))
     ds = ImageDataset(coll, build_eval_transform(size), label_column=label_column)
     return embed_dataset(model, ds, out_dir, [str(p) for p in coll.paths], dict(coll.labels), **kwargs)
-
-
-def list_images(items: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image paths."""
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    out: list[Path] = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in exts)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"no such image or folder: {p}")
-    return out
-
-
-def default_transform(image_size: int) -> Callable[[Any], Tensor]:
-    """The data layer's eval transform (resize + centre crop + normalise), so queries match the collection."""
-    from ssl_art.data import build_eval_transform
-
-    return build_eval_transform(image_size)
-
-
-@torch.no_grad()
-def embed_images(
-    model: Embedder, images: Sequence[Any], kind: str, image_size: int, batch_size: int = 32
-) -> NDArray[np.float32]:
-    """Embed query images (paths or PIL images) in memory: ``(Q, D)`` float32, L2-normalised."""
-    from PIL import Image
-
-    tf = default_transform(image_size)
-    model.eval()
-    kind = resolve_kind(model, kind)
-    outs = []
-    for s in range(0, len(images), batch_size):
-        xs = []
-        for im in images[s : s + batch_size]:
-            if not isinstance(im, Image.Image):
-                with Image.open(im) as f:
-                    im = f.convert("RGB")
-            xs.append(tf(im.convert("RGB")))
-        outs.append(pick_embedding(model.embed(torch.stack(xs)), kind).cpu().numpy())
-    z = np.concatenate(outs).astype(np.float32)
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ssl_art.retrieval.embed import Embedder, embed_images, list_images, model_hash
+from ssl_art.retrieval.embedder import Embedder, embed_images, list_images, model_hash
 from ssl_art.retrieval.index import RetrievalIndex
 
 

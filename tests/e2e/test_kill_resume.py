@@ -47,7 +47,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         time.sleep(0.05)
     part.send_signal(signal.SIGKILL)
     part.wait()
-    from ssl_art.engine.checkpoint import find_resumable, load_checkpoint
+    from ssl_art.checkpoint import find_resumable, load_checkpoint
 
     newest = find_resumable(part_dir / "checkpoints")  # what resume will use (last.pt may lag by one step)
     assert newest is not None

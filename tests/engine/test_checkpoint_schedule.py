@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ssl_art.engine import checkpoint as C
+from ssl_art import checkpoint as C
 from ssl_art.engine.sampler import ResumableSampler
 from ssl_art.engine.schedules import cosine_schedule
 

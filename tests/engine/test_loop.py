@@ -126,7 +126,7 @@ def test_sigterm_saves_and_reports(tmp_path):
     _stop_after(m, 3)
     res = _fit(tmp_path, m)
     assert res.stopped == "signal" and res.steps == 3
-    from ssl_art.engine.checkpoint import load_checkpoint
+    from ssl_art.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
 

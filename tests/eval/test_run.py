@@ -11,8 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_art.config import LinearConfig, PretrainConfig, config_from_dict, config_to_dict, load_config, load_yaml
-from ssl_art.engine.checkpoint import save_checkpoint
+from ssl_art.checkpoint import save_checkpoint
+from ssl_art.config import (
+    ConfigError,
+    DataCfg,
+    LinearConfig,
+    PretrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    load_yaml,
+    validate,
+)
 from ssl_art.eval.run import _build_models, run_linear_eval
 from ssl_art.models.build import build_pretrain_model
 
@@ -168,3 +178,17 @@ def test_default_yaml_loads_and_help_lists_options(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main_linear.main(["--help"])
     assert "eval.knn_k" in capsys.readouterr().out
+
+
+def test_eval_image_size_overrides_the_checkpoint_even_at_the_data_default(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, image_size=32)
+    default = DataCfg().image_size  # 112: data.image_size=112 could not ask for it; eval.image_size can
+    argv = [*TINY, f"eval.checkpoint={ckpt}", "eval.compare_random=false"]
+    m = run_linear_eval(
+        load_config(LinearConfig, [*argv, f"eval.image_size={default}", f"run.output_dir={tmp_path / 'a'}"])
+    )
+    assert m["image_size"] == default
+    m = run_linear_eval(load_config(LinearConfig, [*argv, f"run.output_dir={tmp_path / 'b'}"]))
+    assert m["image_size"] == 32  # eval.image_size=0: the checkpoint's size
+    with pytest.raises(ConfigError, match="eval.image_size"):
+        validate(config_from_dict(LinearConfig, {"eval": {"image_size": -1}}))

@@ -41,14 +41,14 @@ def messy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Pa
 
         monkeypatch.setattr(Image, "open", open_or_deny)
 
-    real_index = getattr(pretrain_mod, "load_collection")  # noqa: B009 (not re-exported for mypy)
+    real_index = getattr(pretrain_mod, "build_collection")  # noqa: B009 (not re-exported for mypy)
 
     def index_then_delete(*args: Any, **kwargs: Any) -> Any:
         collection = real_index(*args, **kwargs)
         files["missing"].unlink()  # indexed, then gone before the loader reaches it
         return collection
 
-    monkeypatch.setattr(pretrain_mod, "load_collection", index_then_delete)
+    monkeypatch.setattr(pretrain_mod, "build_collection", index_then_delete)
 
     decoded: dict[str, str] = {}
     real_load: Callable[[str, int], Image.Image] = getattr(dataset_mod, "load_image")  # noqa: B009

@@ -16,7 +16,7 @@ from reliability_helpers import TINY, assert_same_weights, final_weights, read_j
 
 import main_pretrain
 import ssl_art.engine.loop as loop_mod
-from ssl_art.engine.checkpoint import load_checkpoint, verify_checkpoint
+from ssl_art.checkpoint import load_checkpoint, verify_checkpoint
 from ssl_art.engine.loop import NonFiniteLossError, back_off_loss_scale
 from ssl_art.methods.simclr import SimCLR
 

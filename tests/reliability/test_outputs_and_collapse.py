@@ -22,8 +22,8 @@ from torch import Tensor, nn
 import main_linear
 import main_pretrain
 import ssl_art.engine.pretrain as pretrain_mod
+from ssl_art.checkpoint import verify_checkpoint
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
-from ssl_art.engine.checkpoint import verify_checkpoint
 from ssl_art.engine.loop import COLLAPSE_STD, fit
 from ssl_art.engine.rundir import RunDirError, prepare_run_dir
 from ssl_art.methods.base import PretrainMethod, StepOutput

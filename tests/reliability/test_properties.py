@@ -46,8 +46,8 @@ _float = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
 def _value(key: str, tp: Any) -> st.SearchStrategy[Any]:
-    if key in C._CHOICES:
-        return st.sampled_from(C._CHOICES[key])
+    if key in C.registered_choices():
+        return st.sampled_from(C.registered_choices()[key])
     if typing.get_origin(tp) is tuple:
         return st.lists(_value(key, typing.get_args(tp)[0]), max_size=3).map(tuple)
     return {bool: st.booleans(), int: st.integers(-(10**9), 10**9), float: _float, str: _word}[tp]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_art.cli import build_parser, main
+from ssl_art.cli import build_parser, main, set_threads
 from ssl_art.retrieval.embed import open_embeddings
 
 MODEL = ["--backbone", "resnet10t"]
@@ -24,6 +24,24 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
     sub = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert {"embed", "index", "query", "analyse", "metrics", "plot", "serve"} <= set(sub)
+
+
+def test_set_threads_caps_faiss_blas_and_torch() -> None:
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = (faiss.omp_get_max_threads(), torch.get_num_threads(), threadpool_info())
+    try:
+        set_threads(1)
+        assert faiss.omp_get_max_threads() == 1
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    finally:
+        faiss.omp_set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+        for pool in before[2]:
+            threadpool_limits({pool["prefix"]: pool["num_threads"]})
 
 
 def test_config_file_is_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

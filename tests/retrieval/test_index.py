@@ -9,7 +9,16 @@ import pytest
 
 from ssl_art.retrieval.embed import write_embeddings
 from ssl_art.retrieval.evaluate import approximate_recall
-from ssl_art.retrieval.index import IndexParams, ModelMismatchError, RetrievalIndex, build_faiss_index, search_params
+from ssl_art.retrieval.index import (
+    BLAS_MIN_QUERIES,
+    IndexParams,
+    ModelMismatchError,
+    RetrievalIndex,
+    blas_threshold,
+    build_faiss_index,
+    search_index,
+    search_params,
+)
 from ssl_art.retrieval.synthetic import clustered_vectors
 
 
@@ -40,6 +49,33 @@ def test_exact_index_equals_numpy(k: int, d: int) -> None:
     ref_sims, ref_ids = numpy_topk(x, q, k)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_queries", [1, BLAS_MIN_QUERIES - 1, BLAS_MIN_QUERIES, 60])
+def test_search_index_batched_blas_path_equals_numpy(n_queries: int) -> None:
+    """Batches go through FAISS's sgemm path (threshold lowered): same neighbours as numpy, threshold restored."""
+    import faiss
+
+    rng = np.random.default_rng(n_queries)
+    x = rng.standard_normal((500, 32)).astype(np.float32)
+    q = np.asfortranarray(rng.standard_normal((n_queries, 32)))  # float64, not C-contiguous: converted
+    index, _ = build_faiss_index(x, IndexParams(kind="flat"))
+    before = faiss.cvar.distance_compute_blas_threshold
+    sims, ids = search_index(index, q / np.linalg.norm(q, axis=1, keepdims=True), 9)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    ref_sims, ref_ids = numpy_topk(x, q, 9)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
+def test_blas_threshold_restored_after_error() -> None:
+    import faiss
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    with pytest.raises(RuntimeError), blas_threshold(7):
+        assert faiss.cvar.distance_compute_blas_threshold == 7
+        raise RuntimeError("boom")
+    assert faiss.cvar.distance_compute_blas_threshold == before
 
 
 def test_retrieval_index_exact_and_filter(tmp_path: Path) -> None:
