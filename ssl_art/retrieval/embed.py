@@ -17,7 +17,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(path: str | Path, paths: Sequence[str], labels: dict[str, Sequence[str | None]]) -> None:
+def write_manifest(path: str | Path, paths: Sequence[str], labels: Mapping[str, Sequence[str | None]]) -> None:
     """``row,path,<label columns...>`` CSV; missing labels are empty cells."""
     cols = list(labels)
     with open(path, "w", newline="") as f:
@@ -113,7 +113,7 @@ def write_embeddings(
     out_dir: str | Path,
     x: NDArray[Any],
     paths: Sequence[str],
-    labels: dict[str, Sequence[str | None]] | None = None,
+    labels: Mapping[str, Sequence[str | None]] | None = None,
     model_hash: str = "external",
     kind: str = "pooled",
     dtype: str = "float32",
@@ -161,7 +161,7 @@ def embed_dataset(
     dataset: Dataset[Any],
     out_dir: str | Path,
     paths: Sequence[str],
-    labels: dict[str, Sequence[str | None]] | None = None,
+    labels: Mapping[str, Sequence[str | None]] | None = None,
     kind: str = "auto",
     dtype: str = "float16",
     image_size: int = 224,

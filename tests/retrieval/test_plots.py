@@ -70,7 +70,8 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(6, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.relu(self.features(x)).mean(dim=(2, 3)))
+        out: torch.Tensor = self.head(F.relu(self.features(x)).mean(dim=(2, 3)))
+        return out
 
 
 def naive_gradcam(model: SmallCNN, x: torch.Tensor, cls: list[int]) -> np.ndarray:
