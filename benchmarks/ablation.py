@@ -71,6 +71,45 @@ def step_time(cfg: PretrainConfig, steps: int = 6, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def step_time_table(args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved step-time rounds (variant order rotates each round) so machine load hits every variant alike."""
+    names = args.variants.split(",")
+    common = [
+        f"data.image_size={args.image_size}",
+        f"data.batch_size={args.batch_size}",
+        f"model.backbone={args.backbone}",
+        *args.set,
+    ]
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.step_time_only):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(step_time(make_config(name, common), steps=3, warmup=1))
+    med = {n: sorted(v)[len(v) // 2] for n, v in times.items()}
+    base = med.get("simclr")
+    rows = [
+        {
+            "variant": n,
+            "step_cpu_s": round(med[n], 3),
+            "ratio_vs_simclr": round(med[n] / base, 2) if base else None,
+            "rounds": [round(t, 3) for t in times[n]],
+        }
+        for n in names
+    ]
+    print(json.dumps(rows, indent=2))
+    lines = [
+        f"Step time (CPU seconds, median of {args.step_time_only} interleaved rounds x 3 steps), "
+        f"{args.backbone}, {args.image_size} px, batch {args.batch_size} x 2 views, {torch.get_num_threads()} threads.",
+        "",
+        "| variant | step CPU-s | ratio vs SimCLR |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['variant']} | {r['step_cpu_s']} | {r['ratio_vs_simclr']} |" for r in rows]
+    print("\n".join(lines))
+    if args.md:
+        Path(args.md).write_text("\n".join(lines) + "\n")
+    return {"rows": rows}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--unlabeled", default=str(ROOT.parent / "shared" / "data" / "wikiart7-unlabeled"))
@@ -90,7 +129,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--md", default="", help="also write the markdown table to this file")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
+    ap.add_argument(
+        "--step-time-only",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only measure step time: ROUNDS interleaved rounds over the variants (no data, no training)",
+    )
     args = ap.parse_args(argv)
+    if args.step_time_only:
+        return step_time_table(args)
     for p in (args.unlabeled, args.labelled):
         if not Path(p).exists():
             print(f"data folder {p} not found; nothing to benchmark", file=sys.stderr)

@@ -103,3 +103,13 @@ def test_loader_never_crashes_unexpectedly(tree):
 
 def test_parse_overrides_yaml_scalars():
     assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=true", "e="]) == {"a": {"b": 1, "c": [1, 2]}, "d": True, "e": ""}
+
+
+def test_yaml_11_words_stay_strings(tmp_path):
+    """YAML 1.1 reads off/on/yes/no as booleans; string options must keep them (run.amp=off)."""
+    cfg = load_config(PretrainConfig, ["run.amp=off", "data.path=2024"])
+    assert cfg.run.amp == "off" and cfg.data.path == "2024"
+    f = tmp_path / "c.yaml"
+    f.write_text("run:\n  amp: off\n  resume: true\n")
+    cfg = load_config(PretrainConfig, ["--config", str(f)])
+    assert cfg.run.amp == "off" and cfg.run.resume is True

@@ -22,6 +22,24 @@ import yaml
 from ssl_art.config.schema import ConfigError
 from ssl_art.config.validate import validate
 
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
+    would turn ``run.amp=off`` into ``False``."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
 T = TypeVar("T")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -82,6 +100,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is str and value is None:
         return ""
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # data.path=2024: a folder named by a number is still a path
     if not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
@@ -140,7 +160,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override '{item}': '{key}' is not a dotted key (e.g. optim.lr=0.1)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw  # not YAML: take it as a plain string (type-checked against the field later)
         _set_dotted(tree, key, value)
@@ -171,7 +191,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+    data = _yaml(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections")
     base = data.pop("_base_", None)
