@@ -40,6 +40,7 @@ _YamlLoader.add_implicit_resolver(
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
+
 T = TypeVar("T")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
