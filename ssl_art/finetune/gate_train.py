@@ -1,12 +1,13 @@
 """Training the gate of a :class:`~ssl_art.models.gated.GatedTwoBranch`: stages 1 and 2, and budget calibration.
 
 Stage 0 (fine-tuning the expensive network, then the cheap exit head on its frozen shared trunk) is ordinary
-fine-tuning (:mod:`ssl_art.finetune.train`). Stage 1 freezes both branches, so their outputs on the training images are computed once (:func:`cache_outputs`) and the selector and
-fusion MLPs train on the cache in seconds: cross-entropy of the fused logits, REINFORCE on the sampled routing with
-reward ``1[correct] - cost * a`` and a moving-average baseline, a supervised BCE of the selector on "the cheap branch
-is wrong", and the budget penalty. :func:`calibrate` then makes the trained gate respect the compute budget *on
-val*: it picks, by val top-1, among routing rules that each route at most ``budget`` of val (the selector's ranking,
-the cheap confidence ranking, the configured setting) and between the learned fusion and expensive logits alone.
+fine-tuning (:mod:`ssl_art.finetune.train`). Stage 1 freezes both branches, so their outputs on the training images
+are computed once (:func:`cache_outputs`) and the selector and fusion MLPs train on the cache in seconds:
+cross-entropy of the fused logits, REINFORCE on the sampled routing with reward ``1[correct] - cost * a`` and a
+moving-average baseline, a supervised BCE of the selector on "the cheap branch is wrong", and the budget penalty.
+:func:`calibrate` then makes the trained gate respect the compute budget *on val*: it picks, by val top-1, among
+routing rules that each route at most ``budget`` of val (the selector's ranking, the cheap confidence ranking, the
+configured setting) and between the learned fusion and expensive logits alone.
 Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
 """
 

@@ -224,7 +224,7 @@ def test_stage1_and_calibration_respect_budget(budget: float) -> None:
 
 def test_selector_learns_to_rank_cheap_errors() -> None:
     g, _, _, _ = make()
-    train_stage1(g, random_cache(512, 0), GateSettings(epochs=20, batch_size=64, budget=1.0))
+    train_stage1(g, random_cache(384, 0), GateSettings(epochs=12, batch_size=64, budget=1.0))
     val = random_cache(200, 1)
     with torch.no_grad():
         logit = g.hard_logit(val.cf, val.cl)
