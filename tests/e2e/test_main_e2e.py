@@ -14,8 +14,6 @@ import main_pretrain
 def test_pretrain_then_linear(tmp_path, method):
     run = tmp_path / method
     extra = ["model.fusion.enabled=true", "model.gram.enabled=true"] if method == "art_ssl" else []
-    if method == "art_ssl":
-        pytest.importorskip("ssl_art.methods.art_ssl")
     assert (
         main_pretrain.main(["--config", "configs/tiny.yaml", f"method={method}", f"run.output_dir={run}", *extra]) == 0
     )
