@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from ssl_art.retrieval.embed import BackboneEmbedder  # noqa: E402
+from ssl_art.retrieval.embedder import BackboneEmbedder  # noqa: E402
 
 BACKBONE = "resnet10t"  # smallest timm ResNet with forward_intermediates; random init, never downloaded
 IMAGE_SIZE = 32

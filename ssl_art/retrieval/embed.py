@@ -8,7 +8,7 @@ run with the same model continues from the first unrecorded row: rows are never 
 the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``; the index refuses queries from a
 model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
 ``bad_rows`` and are left out of the index. The model side (what an embedder is, the random-init baseline, the
-hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder` and is re-exported here.
+hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-# the model side lives in ``embedder``; re-exported here so ``from ssl_art.retrieval.embed import ...`` keeps working
-from ssl_art.retrieval.embedder import KINDS as KINDS
-from ssl_art.retrieval.embedder import BackboneEmbedder as BackboneEmbedder
-from ssl_art.retrieval.embedder import Embedder as Embedder
-from ssl_art.retrieval.embedder import embed_images as embed_images
-from ssl_art.retrieval.embedder import list_images as list_images
-from ssl_art.retrieval.embedder import load_embedder as load_embedder
-from ssl_art.retrieval.embedder import model_hash as model_hash
-from ssl_art.retrieval.embedder import pick_embedding, resolve_kind
+from ssl_art.retrieval.embedder import Embedder, model_hash, pick_embedding, resolve_kind
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +167,7 @@ def embed_dataset(
     """Embed every row of ``dataset`` into ``out_dir``, resuming a previous interrupted run of the same model.
 
     Args:
-        model: anything with ``embed(x) -> dict`` (a :class:`PretrainMethod` or :class:`BackboneEmbedder`).
+        model: anything with ``embed(x) -> dict`` (a :class:`PretrainMethod` or ``BackboneEmbedder``).
         dataset: row ``i`` -> ``(x (3, H, W), target, i)``, or a bad-sample marker of any other type.
         out_dir: created if missing; holds ``embeddings.npy``, ``manifest.csv``, ``meta.json``, ``progress.json``.
         paths: ``N`` image paths (the manifest), one per dataset row.

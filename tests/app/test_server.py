@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from ssl_art.app.server import RetrievalApp, make_server
-from ssl_art.retrieval.embed import BackboneEmbedder, embed_collection
+from ssl_art.retrieval.embed import embed_collection
+from ssl_art.retrieval.embedder import BackboneEmbedder
 from ssl_art.retrieval.index import ModelMismatchError, RetrievalIndex
 
 
