@@ -171,7 +171,7 @@ def fit(
 
     step, epoch, pos, elapsed_before, nonfinite_total = 0, 0, 0, 0.0, 0
     bad_idx: set[int] = set()  # dataset indices found unreadable while training: each file counts once
-    saved_step, saved_pos = -1, [-1]
+    saved_at = (-1, -1)  # (step, pos) of the last checkpoint: never write the same state twice
     ckpt_dir = out / "checkpoints"
     if run.resume:
         found = ckpt_io.find_resumable(ckpt_dir)
@@ -190,12 +190,12 @@ def fit(
             log.info("resumed from %s at step %d (epoch %d, sample %d)", found, step, epoch, pos)
 
     def save() -> None:
-        nonlocal saved_step
+        nonlocal saved_at
         if rank != 0:
             return
-        if saved_step == step and pos == saved_pos[0]:
+        if saved_at == (step, pos):
             return
-        saved_step, saved_pos[0] = step, pos
+        saved_at = (step, pos)
         state = {
             "model": method.state_dict(),
             "optimizer": opt.state_dict(),
