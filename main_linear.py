@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 
 from ssl_art.config import LinearConfig, load_config
-from ssl_art.engine.rundir import run_cli
 from ssl_art.eval.run import run_linear_eval
+from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import sys
 
 from ssl_art.config import PretrainConfig, load_config
 from ssl_art.engine.pretrain import run_pretrain
-from ssl_art.engine.rundir import run_cli
+from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from ssl_art.config import (  # noqa: E402
 )
 from ssl_art.engine.pretrain import run_pretrain  # noqa: E402
 from ssl_art.eval.run import run_linear_eval  # noqa: E402
-from ssl_art.models.build import build_pretrain_model  # noqa: E402
+from ssl_art.methods.registry import build_pretrain_model  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "simclr": ("simclr.yaml", []),

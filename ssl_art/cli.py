@@ -193,9 +193,9 @@ def cmd_plot_map(args: argparse.Namespace) -> None:
 
 
 def cmd_plot_gradcam(args: argparse.Namespace) -> None:
+    from ssl_art.explain.gradcam import SelectHead, gradcam_png
     from ssl_art.finetune.model import load_finetuned
     from ssl_art.retrieval.embedder import list_images
-    from ssl_art.retrieval.gradcam import SelectHead, gradcam_png
 
     model, spec, _ = load_finetuned(args.checkpoint)
     if spec.kind != "classifier":
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tsne-iter", type=int, default=1000, help="t-SNE iterations (>= 250; ignored by UMAP)")
     m.set_defaults(func=cmd_plot_map)
 
-    g = psub.add_parser("gradcam", help="Grad-CAM heatmaps of a fine-tuned classifier (retrieval.gradcam)")
+    g = psub.add_parser("gradcam", help="Grad-CAM heatmaps of a fine-tuned classifier (explain.gradcam)")
     g.add_argument("--checkpoint", required=True, help="fine-tune checkpoint (best.pt or run folder)")
     g.add_argument("images", nargs="+", help="image files and/or folders")
     g.add_argument("--out", required=True)

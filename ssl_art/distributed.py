@@ -99,11 +99,13 @@ def rank_zero_only(fn: Callable[..., R]) -> Callable[..., R | None]:
     return wrapped
 
 
-def init_from_env(backend: str = "auto") -> bool:
+def init_from_env(backend: str = "auto", device: torch.device | None = None) -> bool:
     """Join the process group described by torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
 
     Args:
-        backend: ``auto`` (nccl when CUDA is available, else gloo), ``nccl`` or ``gloo``.
+        backend: ``auto`` (nccl on CUDA, else gloo), ``nccl`` or ``gloo``.
+        device: the device this process trains on; ``auto`` picks nccl for a CUDA device and gloo otherwise, and a
+            CUDA device is bound to ``LOCAL_RANK``. ``None``: whether CUDA is available decides.
 
     Returns:
         True when running distributed (``WORLD_SIZE > 1``), False for a single process (nothing is initialised).
@@ -115,12 +117,13 @@ def init_from_env(backend: str = "auto") -> bool:
         raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got '{backend}'")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    if backend == "auto":
+        backend = "nccl" if on_cuda else "gloo"
+    if on_cuda or backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if is_initialized():
         return True
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     log.info("distributed: rank %d of %d (%s)", rank(), world_size(), backend)
     return True

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ssl_art.methods.registry  # noqa: F401  (registers the valid method names)
 from ssl_art.config import (
     ConfigError,
     LinearConfig,

@@ -43,8 +43,9 @@ def _yaml(text: str) -> Any:
 
 T = TypeVar("T")
 
+# dotted key -> valid values of string options with fixed choices. Rooms above the config add their own with
+# register_choices: ``method`` comes from ssl_art.methods.registry, ``ft.*`` from ssl_art.finetune.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("simclr", "art_ssl"),
     "data.format": ("auto", "folder", "imagefolder", "csv"),
     "data.aug.preset": ("simclr", "art", "none"),
     "optim.name": ("adamw", "sgd", "lars"),

@@ -2,10 +2,11 @@
 
 from ssl_art.data.collection import IMAGE_EXTENSIONS, Collection, load_collection, read_manifest
 from ssl_art.data.dataset import BadSample, ImageDataset
-from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError, TooManyBadFilesError, load_image
-from ssl_art.data.loaders import Batch, build_collection, build_loader, collate, set_epoch
+from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError, load_image
+from ssl_art.data.loaders import Batch, build_collection, build_loader, collate
 from ssl_art.data.synthetic import SyntheticArt
 from ssl_art.data.transforms import MultiView, build_eval_transform, build_pretrain_transform, build_view_transform
+from ssl_art.runtime.errors import TooManyBadFilesError
 
 __all__ = [
     "BAD_KINDS",
@@ -28,5 +29,4 @@ __all__ = [
     "load_collection",
     "load_image",
     "read_manifest",
-    "set_epoch",
 ]

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ssl_art.runtime.errors import TooManyBadFilesError
+
 BAD_KINDS: tuple[str, ...] = (
     "missing",
     "zero_byte",
@@ -52,10 +54,6 @@ class BadImageError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader worker processes
         return (BadImageError, (self.kind, self.path, self.msg))
-
-
-class TooManyBadFilesError(RuntimeError):
-    """More of the collection is unreadable than ``max_bad_fraction`` allows."""
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -4,8 +4,8 @@
 engine can count bad files with :class:`~ssl_art.data.decode.BadFileReport` and apply ``data.max_bad_fraction``.
 :func:`build_loader` seeds the sampler (a ``torch.Generator``) and every worker (numpy and ``random`` from torch's
 per-worker seed), so two runs with the same seed see the same batches and the same augmentations. Under an
-initialised ``torch.distributed`` process group it shards with a ``DistributedSampler``; the engine must then call
-``loader.sampler.set_epoch(epoch)`` (see :func:`set_epoch`).
+initialised ``torch.distributed`` process group it shards with a ``DistributedSampler``; the caller must then call
+``loader.sampler.set_epoch(epoch)`` each epoch.
 """
 
 from __future__ import annotations
@@ -174,9 +174,3 @@ def build_loader(
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=generator,
     )
-
-
-def set_epoch(loader: DataLoader[Any], epoch: int) -> None:
-    """Reshuffle a distributed loader for ``epoch`` (no-op for a plain loader)."""
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)

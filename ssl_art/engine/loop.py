@@ -26,30 +26,21 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_art import checkpoint as ckpt_io
+from ssl_art import distributed
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
-from ssl_art.data.decode import BadFileReport, TooManyBadFilesError
+from ssl_art.data.decode import BadFileReport
 from ssl_art.engine.optim import build_optimizer
-from ssl_art.engine.rundir import (
-    amp_dtype,
-    autocast,
-    init_distributed,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
-from ssl_art.engine.schedules import cosine_schedule, scaled_lr
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.models.build import load_state_reporting
+from ssl_art.runtime.device import amp_dtype, autocast, resolve_device
+from ssl_art.runtime.errors import NonFiniteLossError, TooManyBadFilesError
+from ssl_art.runtime.schedules import cosine_schedule, scaled_lr
+from ssl_art.runtime.seeding import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("ssl_art.engine")
 
 COLLAPSE_STD = 0.05  # emb_std below this (1 = well spread) means the embeddings have collapsed
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many non-finite steps in a row; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -149,7 +140,8 @@ def fit(
     n = len(dataset)  # type: ignore[arg-type]
     seed_everything(run.seed, run.deterministic)
     device = resolve_device(run.device)
-    rank, world = init_distributed(dist_backend, device)
+    distributed.init_from_env(dist_backend, device)
+    rank, world = distributed.rank(), distributed.world_size()
     global_batch = data.batch_size * world
     if global_batch > n:
         raise ValueError(f"data.batch_size={data.batch_size} x {world} ranks is larger than the dataset ({n} images)")

@@ -18,15 +18,11 @@ from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import build_collection, collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.loop import FitResult, fit
-from ssl_art.engine.rundir import (
-    amp_dtype,
-    check_run_dir,
-    prepare_run_dir,
-    resolve_device,
-    seed_everything,
-    setup_logging,
-)
-from ssl_art.models.build import METHODS, build_pretrain_model
+from ssl_art.engine.rundir import check_run_dir, prepare_run_dir
+from ssl_art.methods.registry import METHODS, build_pretrain_model
+from ssl_art.runtime.device import amp_dtype, resolve_device
+from ssl_art.runtime.logs import setup_logging
+from ssl_art.runtime.seeding import seed_everything
 
 log = logging.getLogger("ssl_art.pretrain")
 

@@ -25,11 +25,14 @@ from numpy.typing import NDArray
 
 from ssl_art.config import ConfigError, DataCfg, LinearConfig, PretrainConfig, save_config, validate
 from ssl_art.data import BadFileReport, Collection, build_collection, build_eval_transform, build_loader
-from ssl_art.engine.rundir import resolve_device, seed_everything, setup_logging
 from ssl_art.eval.crossval import METRICS, EvalSettings, cross_validate, evaluate_split
 from ssl_art.eval.features import ExtractedFeatures, extract, resolve_embedding
 from ssl_art.methods.base import PretrainMethod
-from ssl_art.models.build import build_pretrain_model, load_method
+from ssl_art.methods.load import load_method
+from ssl_art.methods.registry import build_pretrain_model
+from ssl_art.runtime.device import resolve_device
+from ssl_art.runtime.logs import setup_logging
+from ssl_art.runtime.seeding import seed_everything
 
 log = logging.getLogger("ssl_art.eval")
 

@@ -1,4 +1,4 @@
-"""Fine-tuning on small labelled collections and the SHMNet-style gated two-branch head (issue 6).
+"""Fine-tuning on small labelled collections and the SHMNet-style gated two-branch head.
 
 Importing the package registers the valid values of the ``ft.*`` string options with the config loader, so a typo
 such as ``ft.mode=lineal`` fails on load with the list of choices.

@@ -25,8 +25,7 @@ from ssl_art.checkpoint import save_checkpoint
 from ssl_art.config import FinetuneConfig, config_to_dict
 from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
 from ssl_art.data.collection import load_collection
-from ssl_art.engine.rundir import amp_dtype, prepare_run_dir, resolve_device, seed_everything, setup_logging
-from ssl_art.engine.schedules import scaled_lr
+from ssl_art.engine.rundir import prepare_run_dir
 from ssl_art.finetune.compute import measure_modes
 from ssl_art.finetune.ensemble import member_weights, soft_vote
 from ssl_art.finetune.gate_train import GateSettings, cache_outputs, calibrate, train_stage1, train_stage2
@@ -36,7 +35,13 @@ from ssl_art.finetune.model import Classifier, ModelSpec, TrunkExit, build_cheap
 from ssl_art.finetune.report import classification_metrics, write_report
 from ssl_art.finetune.splits import Split, load_split, make_split, save_split
 from ssl_art.finetune.train import TrainSettings, predict_probs, train_classifier
+from ssl_art.methods.load import load_method
 from ssl_art.models.backbone import Backbone
+from ssl_art.models.build import build_backbone
+from ssl_art.runtime.device import amp_dtype, resolve_device
+from ssl_art.runtime.logs import setup_logging
+from ssl_art.runtime.schedules import scaled_lr
+from ssl_art.runtime.seeding import seed_everything
 
 log = logging.getLogger("ssl_art.finetune")
 
@@ -44,16 +49,12 @@ log = logging.getLogger("ssl_art.finetune")
 def _initial_backbone(cfg: FinetuneConfig) -> Backbone:
     """From an ssl_art pretraining checkpoint (``ft.checkpoint``), else ``model.*`` (timm weights / file / random)."""
     if cfg.ft.checkpoint:
-        from ssl_art.models.build import load_method
-
         method, pcfg = load_method(cfg.ft.checkpoint)
         bb = method.backbone
         if not isinstance(bb, Backbone):
             raise ValueError(f"{cfg.ft.checkpoint}: the method's backbone is not an ssl_art Backbone")
         log.info("backbone %s from pretraining checkpoint %s", pcfg.model.backbone, cfg.ft.checkpoint)
         return bb
-    from ssl_art.models.build import build_backbone
-
     return build_backbone(cfg.model, cfg.data.image_size)
 
 

@@ -1,6 +1,6 @@
 """Supervised fine-tuning loop with model selection on val only.
 
-Per step: lr from :func:`~ssl_art.engine.schedules.cosine_schedule` times each group's ``lr_scale`` (layer-wise
+Per step: lr from :func:`~ssl_art.runtime.schedules.cosine_schedule` times each group's ``lr_scale`` (layer-wise
 decay), optional timm Mixup/CutMix (soft targets), masked multi-task cross-entropy with label smoothing and optional
 class weights, gradient clipping. After every epoch the model is scored on val (the first head's
 ``select_metric``); the best state is kept and training stops after ``patience`` epochs without improvement. Test
@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 from ssl_art.config import DataCfg
 from ssl_art.data import Collection, build_loader
 from ssl_art.data.transforms import Transform
-from ssl_art.engine.rundir import autocast
-from ssl_art.engine.schedules import cosine_schedule
 from ssl_art.eval.metrics import balanced_accuracy, macro_f1, topk_accuracy
 from ssl_art.finetune.labels import balanced_indices, inverse_frequency_weights, masked_multitask_loss
 from ssl_art.finetune.lr_decay import param_groups_lrd
 from ssl_art.finetune.model import Classifier
+from ssl_art.runtime.device import autocast
+from ssl_art.runtime.schedules import cosine_schedule
 
 log = logging.getLogger(__name__)
 

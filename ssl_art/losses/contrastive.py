@@ -1,10 +1,9 @@
-"""NT-Xent / InfoNCE between two views, and its use on the Gram style embeddings.
+"""NT-Xent / InfoNCE between two views, used on content and on Gram style embeddings alike.
 
-Both are thin typed wrappers over lightly's ``NTXentLoss`` (SimCLR's normalised-temperature cross entropy, with
-negatives gathered across ranks through lightly's ``GatherLayer`` when ``gather_distributed`` is set and a process
-group exists). :class:`GramContrastiveLoss` is the same objective applied to the two views' Gram style embeddings:
-a contrastive loss keeps other images' styles apart, whereas the MSE between views used by earlier "Gram"
-implementations is minimised by a constant embedding and collapses.
+A thin typed wrapper over lightly's ``NTXentLoss`` (SimCLR's normalised-temperature cross entropy, with negatives
+gathered across ranks through lightly's ``GatherLayer`` when ``gather_distributed`` is set and a process group
+exists). On the two views' Gram style embeddings the same objective keeps other images' styles apart, whereas the
+MSE between views used by earlier "Gram" implementations is minimised by a constant embedding and collapses.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 from lightly.loss import NTXentLoss
 from torch import Tensor, nn
 
-__all__ = ["GramContrastiveLoss", "InfoNCE"]
+__all__ = ["InfoNCE"]
 
 
 class InfoNCE(nn.Module):
@@ -45,7 +44,3 @@ class InfoNCE(nn.Module):
             raise ValueError("a contrastive loss needs at least 2 images per batch (there are no negatives)")
         loss: Tensor = self.ntxent(z_a, z_b)
         return loss
-
-
-class GramContrastiveLoss(InfoNCE):
-    """NT-Xent between the two views' Gram style embeddings ``(B, D_style)`` (see :class:`InfoNCE`)."""

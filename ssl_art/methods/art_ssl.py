@@ -7,7 +7,8 @@ weight so that every ablation is one config override:
   trained with NT-Xent between views (the hard-positive contrastive term, ``w_ntxent``);
 * **style**: ``GramHead`` on chosen intermediate maps, NT-Xent between the views' style embeddings (``w_gram``);
 * **teacher**: an ``EMATeacher`` of the content graph (backbone + fusion + projection), run under ``no_grad`` on all
-  views in one forward, updated in :meth:`ArtSSL.after_optimizer_step` with a cosine momentum schedule;
+  views in one forward, updated in :meth:`ArtSSL.after_optimizer_step` with the cosine momentum schedule of
+  :mod:`ssl_art.runtime.schedules`;
 * **distillation**: a ``Predictor`` on each chosen student layer regresses the teacher's embedding of the other view
   (``w_distill``); **soft positives**: SCE-style targets from the teacher over batch + queue (``w_soft``).
 
@@ -19,37 +20,31 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_art.config import LossCfg, ModelCfg
-from ssl_art.losses.contrastive import GramContrastiveLoss, InfoNCE
+from ssl_art.config import PretrainConfig
+from ssl_art.losses.collapse import embedding_std
+from ssl_art.losses.contrastive import InfoNCE
 from ssl_art.losses.distill import DistillLoss
 from ssl_art.losses.soft_positive import SoftPositiveLoss
 from ssl_art.methods.base import PretrainMethod, StepOutput
-from ssl_art.methods.simclr import embedding_std
 from ssl_art.models.backbone import Backbone, Features
 from ssl_art.models.build import build_backbone
 from ssl_art.models.fusion import MultiScaleFusion
 from ssl_art.models.gram import GramHead
 from ssl_art.models.heads import Predictor, SimCLRProjectionHead
 from ssl_art.models.teacher import EMATeacher
+from ssl_art.runtime.schedules import cosine_momentum
 
-__all__ = ["ArtSSL", "ContentEncoder", "build_art_ssl", "cosine_momentum"]
+__all__ = ["ArtSSL", "ContentEncoder", "from_config"]
 
 log = logging.getLogger(__name__)
 
 _TEACHER_VIEWS = ("alternate", "all")
-
-
-def cosine_momentum(progress: float, start: float, end: float) -> float:
-    """EMA momentum at ``progress`` in ``[0, 1]``: ``start`` at 0, ``end`` at 1, half-cosine in between (BYOL)."""
-    p = min(max(progress, 0.0), 1.0)
-    return end - (end - start) * (1.0 + math.cos(math.pi * p)) / 2.0
 
 
 class ContentEncoder(nn.Module):
@@ -82,7 +77,7 @@ class ContentEncoder(nn.Module):
 
 
 class ArtSSL(PretrainMethod):
-    """Art-style self-supervised method (issue 4); see the module docstring for the parts.
+    """Art-style self-supervised method; see the module docstring for the parts.
 
     Args:
         backbone: the feature extractor (its ``channels`` give the intermediate widths).
@@ -183,6 +178,7 @@ class ArtSSL(PretrainMethod):
         content_dim = fusion_dim if fusion else backbone.embed_dim
         self.projection = SimCLRProjectionHead(content_dim, proj_hidden_dim, proj_out_dim)
         self.default_embedding = "fused" if fusion else "pooled"
+        self.embedding_kinds = ("pooled",) + (("fused",) if fusion else ()) + (("gram",) if gram else ())
         self.gram_head = (
             GramHead([backbone.channels[i] for i in gram_layers], gram_rank, gram_out_dim) if gram else None
         )
@@ -190,7 +186,7 @@ class ArtSSL(PretrainMethod):
             log.warning("Gram head built but loss.w_gram=0: the 'gram' embedding stays untrained")
 
         self.ntxent = InfoNCE(temperature, gather_distributed)
-        self.gram_loss = GramContrastiveLoss(temperature, gather_distributed) if w_gram > 0 else None
+        self.gram_loss = InfoNCE(temperature, gather_distributed) if w_gram > 0 else None
         self.predictors = (
             nn.ModuleList(Predictor(backbone.channels[i], proj_hidden_dim, proj_out_dim) for i in distill_layers)
             if w_distill > 0
@@ -273,12 +269,6 @@ class ArtSSL(PretrainMethod):
             self.teacher.update(self.content_encoder(), self._last_momentum)
 
     @torch.no_grad()
-    def reset_teacher(self) -> None:
-        """Copy the student into the teacher (e.g. after loading new backbone weights)."""
-        if self.teacher is not None:
-            self.teacher.update(self.content_encoder(), 0.0)
-
-    @torch.no_grad()
     def embed(self, x: Tensor) -> dict[str, Tensor]:
         """``(B, 3, H, W)`` -> ``pooled`` ``(B, D)``, plus ``fused`` ``(B, fusion_dim)`` and ``gram`` when enabled."""
         feats = self.backbone.features(x)
@@ -290,34 +280,36 @@ class ArtSSL(PretrainMethod):
         return out
 
 
-def build_art_ssl(model_cfg: ModelCfg, loss_cfg: LossCfg, image_size: int, gather_distributed: bool = True) -> ArtSSL:
-    """Map ``model.*`` and ``loss.*`` to :class:`ArtSSL` kwargs (``model.init_checkpoint`` loaded before the teacher
-    is copied, so student and teacher start equal)."""
+def from_config(cfg: PretrainConfig) -> ArtSSL:
+    """The registry entry: ``model.*`` (backbone, fusion, gram, projection), every ``loss.*`` field,
+    ``data.image_size`` and ``dist.gather`` as :class:`ArtSSL` kwargs (``model.init_checkpoint`` is loaded before
+    the teacher is copied, so student and teacher start equal)."""
+    model, loss = cfg.model, cfg.loss
     return ArtSSL(
-        build_backbone(model_cfg, image_size),
-        proj_hidden_dim=model_cfg.proj_hidden_dim,
-        proj_out_dim=model_cfg.proj_out_dim,
-        fusion=model_cfg.fusion.enabled,
-        fusion_dim=model_cfg.fusion.dim,
-        fusion_heads=model_cfg.fusion.heads,
-        fusion_pool=model_cfg.fusion.pool,
-        gram=model_cfg.gram.enabled,
-        gram_layers=model_cfg.gram.layers,
-        gram_rank=model_cfg.gram.rank,
-        gram_out_dim=model_cfg.gram.out_dim,
-        temperature=loss_cfg.temperature,
-        w_ntxent=loss_cfg.w_ntxent,
-        w_gram=loss_cfg.w_gram,
-        w_distill=loss_cfg.w_distill,
-        w_soft=loss_cfg.w_soft,
-        distill_layers=loss_cfg.distill_layers,
-        distill_layer_weights=loss_cfg.distill_layer_weights,
-        soft_lambda=loss_cfg.soft_lambda,
-        soft_tau=loss_cfg.soft_tau,
-        soft_tau_t=loss_cfg.soft_tau_t,
-        queue_size=loss_cfg.queue_size,
-        ema_momentum=loss_cfg.ema_momentum,
-        ema_momentum_end=loss_cfg.ema_momentum_end,
-        teacher_views=loss_cfg.teacher_views,
-        gather_distributed=gather_distributed,
+        build_backbone(model, cfg.data.image_size),
+        proj_hidden_dim=model.proj_hidden_dim,
+        proj_out_dim=model.proj_out_dim,
+        fusion=model.fusion.enabled,
+        fusion_dim=model.fusion.dim,
+        fusion_heads=model.fusion.heads,
+        fusion_pool=model.fusion.pool,
+        gram=model.gram.enabled,
+        gram_layers=model.gram.layers,
+        gram_rank=model.gram.rank,
+        gram_out_dim=model.gram.out_dim,
+        temperature=loss.temperature,
+        w_ntxent=loss.w_ntxent,
+        w_gram=loss.w_gram,
+        w_distill=loss.w_distill,
+        w_soft=loss.w_soft,
+        distill_layers=loss.distill_layers,
+        distill_layer_weights=loss.distill_layer_weights,
+        soft_lambda=loss.soft_lambda,
+        soft_tau=loss.soft_tau,
+        soft_tau_t=loss.soft_tau_t,
+        queue_size=loss.queue_size,
+        ema_momentum=loss.ema_momentum,
+        ema_momentum_end=loss.ema_momentum_end,
+        teacher_views=loss.teacher_views,
+        gather_distributed=cfg.dist.gather,
     )

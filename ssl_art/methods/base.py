@@ -23,10 +23,18 @@ class StepOutput:
 
 
 class PretrainMethod(nn.Module):
-    """Base class: subclasses set ``self.backbone`` and implement the three methods below."""
+    """Base class: subclasses set ``self.backbone`` and implement the three methods below.
+
+    Attributes:
+        backbone: the feature extractor that fine-tuning and the ``pooled`` embedding reuse.
+        default_embedding: the :meth:`embed` key used when the user does not choose (``eval.embedding=auto``).
+        embedding_kinds: every key :meth:`embed` returns (advertised to evaluation and retrieval; checked by the
+            contract tests).
+    """
 
     backbone: nn.Module
     default_embedding: str = "pooled"
+    embedding_kinds: tuple[str, ...] = ("pooled",)
 
     def training_step(self, views: list[Tensor], progress: float) -> StepOutput:
         """Loss for one batch.

@@ -9,22 +9,17 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
+from ssl_art.config import PretrainConfig
+from ssl_art.losses.collapse import embedding_std
 from ssl_art.methods.base import PretrainMethod, StepOutput
 from ssl_art.models.backbone import Backbone
+from ssl_art.models.build import build_backbone
 
-
-def embedding_std(z: Tensor) -> float:
-    """Collapse signal: mean per-dimension std of L2-normalised embeddings, times sqrt(D).
-
-    About 1 for well-spread embeddings, near 0 when every image maps to the same point (Jing et al. 2022).
-    """
-    zn = F.normalize(z.detach().float(), dim=1)
-    return float(zn.std(dim=0).mean() * zn.shape[1] ** 0.5) if zn.shape[0] > 1 else 0.0
+__all__ = ["SimCLR", "from_config"]
 
 
 class SimCLR(PretrainMethod):
@@ -39,6 +34,7 @@ class SimCLR(PretrainMethod):
     """
 
     default_embedding = "pooled"
+    embedding_kinds = ("pooled",)
 
     def __init__(
         self,
@@ -67,3 +63,15 @@ class SimCLR(PretrainMethod):
     @torch.no_grad()
     def embed(self, x: Tensor) -> dict[str, Tensor]:
         return {"pooled": self.backbone(x)}
+
+
+def from_config(cfg: PretrainConfig) -> SimCLR:
+    """The registry entry: ``model.*`` (backbone, projection widths), ``loss.temperature``, ``data.image_size`` and
+    ``dist.gather`` as :class:`SimCLR` kwargs (the other ``loss.*`` fields belong to ``art_ssl``)."""
+    return SimCLR(
+        build_backbone(cfg.model, cfg.data.image_size),
+        hidden_dim=cfg.model.proj_hidden_dim,
+        out_dim=cfg.model.proj_out_dim,
+        temperature=cfg.loss.temperature,
+        gather_distributed=cfg.dist.gather,
+    )

@@ -1,7 +1,7 @@
 """The model side of retrieval: what an embedder is, the random-init baseline, the model hash, query images.
 
 An *embedder* is anything with ``embed(x) -> {"pooled": (B, D), "fused": ..., "gram": ...}`` and a
-``default_embedding`` name: a pretraining method loaded from a checkpoint (``models.build.load_method``) or
+``default_embedding`` name: a pretraining method loaded from a checkpoint (``methods.load.load_method``) or
 :class:`BackboneEmbedder`, a seeded random-init timm backbone used as the no-training baseline. :func:`model_hash`
 fingerprints the weights so an index refuses queries from another model, and :func:`embed_images` embeds query
 images in memory with the data layer's eval transform, exactly as :mod:`ssl_art.retrieval.embed` embedded the
@@ -62,9 +62,9 @@ class BackboneEmbedder(nn.Module):
 
 
 def load_embedder(checkpoint: str = "", backbone: str = "resnet18", seed: int = 0, image_size: int = 224) -> Any:
-    """A pretraining checkpoint's method (``models.build.load_method``), or a seeded random-init backbone."""
+    """A pretraining checkpoint's method (``methods.load.load_method``), or a seeded random-init backbone."""
     if checkpoint:
-        from ssl_art.models.build import load_method
+        from ssl_art.methods.load import load_method
 
         method, _ = load_method(checkpoint)
         return method

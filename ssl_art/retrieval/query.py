@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 from ssl_art.retrieval.embedder import Embedder, embed_images, list_images, model_hash
@@ -90,18 +89,6 @@ def query(
             for j, h in enumerate(r.hits):
                 h.rank = j + 1
     return results
-
-
-def query_vectors(
-    index: RetrievalIndex,
-    q: NDArray[np.float32],
-    names: Sequence[str],
-    k: int = 10,
-    where: dict[str, str] | None = None,
-) -> list[QueryResult]:
-    """Like :func:`query` for already-embedded ``(Q, D)`` vectors (no model check: the caller vouches for them)."""
-    scores, rows = index.search(q, k, where)
-    return hits_for(index, scores, rows, names)
 
 
 def results_to_json(results: Sequence[QueryResult]) -> str:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ssl_art.data import decode
-from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError, TooManyBadFilesError, load_image
+from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError, load_image
+from ssl_art.runtime.errors import TooManyBadFilesError
 
 GOOD = ["good_rgb", "cmyk", "png16", "palette_trans", "rgba", "la", "gray", "animated", "exif_rot", "upper_ext"]
 BAD = ["truncated", "zero_byte", "not_an_image", "decompression_bomb"]

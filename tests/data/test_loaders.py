@@ -11,9 +11,10 @@ import torch
 from ssl_art.config import AugCfg, DataCfg
 from ssl_art.data.collection import load_collection
 from ssl_art.data.dataset import BadSample, ImageDataset
-from ssl_art.data.decode import BadFileReport, TooManyBadFilesError
+from ssl_art.data.decode import BadFileReport
 from ssl_art.data.loaders import Batch, build_collection, build_loader, collate
 from ssl_art.data.transforms import build_eval_transform, build_pretrain_transform
+from ssl_art.runtime.errors import TooManyBadFilesError
 
 CFG = DataCfg(batch_size=4, num_workers=0, max_image_pixels=5000, image_size=16)
 

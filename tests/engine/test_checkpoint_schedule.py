@@ -7,7 +7,7 @@ import torch
 
 from ssl_art import checkpoint as C
 from ssl_art.engine.sampler import ResumableSampler
-from ssl_art.engine.schedules import cosine_schedule
+from ssl_art.runtime.schedules import cosine_schedule
 
 
 def test_save_load_round_trip(tmp_path):

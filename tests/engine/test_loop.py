@@ -10,9 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
-from ssl_art.engine.loop import NonFiniteLossError, fit
-from ssl_art.engine.rundir import RunDirError, prepare_run_dir
+from ssl_art.engine.loop import fit
+from ssl_art.engine.rundir import prepare_run_dir
 from ssl_art.methods.base import PretrainMethod, StepOutput
+from ssl_art.runtime.errors import NonFiniteLossError, RunDirError
 
 
 @dataclass

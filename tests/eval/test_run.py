@@ -24,7 +24,7 @@ from ssl_art.config import (
     validate,
 )
 from ssl_art.eval.run import _build_models, run_linear_eval
-from ssl_art.models.build import build_pretrain_model
+from ssl_art.methods.registry import build_pretrain_model
 
 
 def _load_main():  # type: ignore[no-untyped-def]

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from ssl_art.config import PretrainConfig, config_from_dict
-from ssl_art.methods.art_ssl import ArtSSL, build_art_ssl, cosine_momentum
+from ssl_art.methods.art_ssl import ArtSSL, from_config
 from ssl_art.models.backbone import Backbone
+from ssl_art.runtime.schedules import cosine_momentum
 
 SMALL = dict(proj_hidden_dim=32, proj_out_dim=16, fusion_dim=16, fusion_heads=2, gram_rank=4, gram_out_dim=8)
 
@@ -201,6 +202,7 @@ def test_build_from_config():
         PretrainConfig,
         {
             "method": "art_ssl",
+            "data": {"image_size": 32},
             "model": {
                 "backbone": "resnet10t",
                 "proj_hidden_dim": 32,
@@ -220,7 +222,7 @@ def test_build_from_config():
             },
         },
     )
-    m = build_art_ssl(cfg.model, cfg.loss, image_size=32)
+    m = from_config(cfg)
     assert m.fusion is not None and m.fusion.dim == 16 and m.fusion.pool == "gem"
     assert m.gram_head is not None and m.gram_head.in_channels == [m.backbone.channels[1], m.backbone.channels[3]]
     assert m.soft_loss is None and m.predictors is not None and len(m.predictors) == 1

@@ -20,9 +20,9 @@ import main_linear
 import main_pretrain
 from ssl_art.checkpoint import save_checkpoint
 from ssl_art.config import ConfigError, PretrainConfig, config_from_dict, config_to_dict
-from ssl_art.engine.rundir import run_cli
+from ssl_art.methods.registry import build_pretrain_model
 from ssl_art.models.backbone import Backbone, load_backbone_weights
-from ssl_art.models.build import build_pretrain_model
+from ssl_art.runtime.cli import run_cli
 
 LINEAR = [
     "data.synthetic_size=42",

@@ -22,7 +22,7 @@ import main_pretrain
 import ssl_art.data.dataset as dataset_mod
 import ssl_art.engine.pretrain as pretrain_mod
 from ssl_art.data.decode import BadImageError
-from ssl_art.engine.rundir import run_cli
+from ssl_art.runtime.cli import run_cli
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_bad_fraction_already_at_indexing_stops_before_training(tmp_path: Path) 
     make_messy_folder(folder, n_good=3)
     for i in range(8):
         (folder / f"empty{i}.jpg").write_bytes(b"")
-    from ssl_art.data.decode import TooManyBadFilesError
+    from ssl_art.runtime.errors import TooManyBadFilesError
 
     with pytest.raises(TooManyBadFilesError, match=r"zero_byte: 9 \(e\.g\."):
         main_pretrain.main(_argv(folder, tmp_path / "run", max_bad=0.2))

@@ -16,7 +16,7 @@ from reliability_helpers import TINY, assert_same_weights, final_weights, read_j
 
 import main_pretrain
 from ssl_art.checkpoint import CheckpointError, load_checkpoint
-from ssl_art.models.build import load_method
+from ssl_art.methods.load import load_method
 
 ARGS = [*TINY, "optim.max_steps=4", "run.ckpt_every_steps=1", "run.keep_last=3", "run.deterministic=true"]
 

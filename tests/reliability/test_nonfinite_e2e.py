@@ -17,8 +17,9 @@ from reliability_helpers import TINY, assert_same_weights, final_weights, read_j
 import main_pretrain
 import ssl_art.engine.loop as loop_mod
 from ssl_art.checkpoint import load_checkpoint, verify_checkpoint
-from ssl_art.engine.loop import NonFiniteLossError, back_off_loss_scale
+from ssl_art.engine.loop import back_off_loss_scale
 from ssl_art.methods.simclr import SimCLR
+from ssl_art.runtime.errors import NonFiniteLossError
 
 CKPT_EVERY = ["run.ckpt_every_steps=1", "run.keep_last=10", "run.deterministic=true"]
 

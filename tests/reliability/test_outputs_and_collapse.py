@@ -25,9 +25,10 @@ import ssl_art.engine.pretrain as pretrain_mod
 from ssl_art.checkpoint import verify_checkpoint
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
 from ssl_art.engine.loop import COLLAPSE_STD, fit
-from ssl_art.engine.rundir import RunDirError, prepare_run_dir
+from ssl_art.engine.rundir import prepare_run_dir
+from ssl_art.losses.collapse import embedding_std
 from ssl_art.methods.base import PretrainMethod, StepOutput
-from ssl_art.methods.simclr import embedding_std
+from ssl_art.runtime.errors import RunDirError
 
 LINEAR = [
     "data.synthetic_size=42",

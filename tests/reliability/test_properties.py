@@ -20,6 +20,7 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+import ssl_art.methods.registry  # noqa: F401  (registers the valid method names)
 from ssl_art import config as C
 from ssl_art.config import ConfigError, PretrainConfig, config_from_dict, load_config, parse_overrides, save_config
 from ssl_art.data.collection import read_manifest

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ssl_art.retrieval.gradcam import gradcam, gradcam_own, save_gradcam_overlay
+from ssl_art.explain.gradcam import gradcam, gradcam_own, save_gradcam_overlay
 from ssl_art.retrieval.plots import plot_embedding_map, plot_query_grid, project_2d, stratified_sample
 from ssl_art.retrieval.query import Hit, QueryResult
 
@@ -128,8 +128,8 @@ def test_gradcam_overlay_png(tmp_path: Path) -> None:
 def test_gradcam_cli_on_finetune_checkpoint(tmp_path: Path, image_tree: Path) -> None:
     """``ssl-art plot gradcam`` on a (random-init) fine-tune checkpoint; the default layer is the last stage."""
     from ssl_art.cli import main
+    from ssl_art.explain.gradcam import SelectHead, default_target_layer
     from ssl_art.finetune.model import ModelSpec, build_from_spec
-    from ssl_art.retrieval.gradcam import SelectHead, default_target_layer
 
     spec = ModelSpec("classifier", "resnet10t", 1, 32, ["label"], {"label": ["blue", "green", "red"]})
     model = build_from_spec(spec)

@@ -1,0 +1,53 @@
+"""Device and mixed-precision selection: ``run.device`` and ``run.amp`` made concrete, with errors naming the fix.
+
+``resolve_device("auto")`` picks cuda, then mps, then cpu; ``amp_dtype`` turns ``run.amp`` into an autocast dtype
+(bf16 on CUDA by default, off elsewhere) and ``autocast`` is ``torch.autocast`` or a no-op context when off.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+__all__ = ["amp_dtype", "autocast", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error.
+
+    Raises:
+        RuntimeError: ``cuda`` or ``mps`` asked for but not available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA device is available; use run.device=auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("run.device=mps but MPS is not available; use run.device=auto or cpu")
+    return torch.device(name)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` = bf16 on CUDA, off elsewhere; fp16/bf16 on CPU are refused (slow, unsupported).
+
+    Raises:
+        ValueError: ``bf16``/``fp16`` asked for on a device other than CUDA.
+    """
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"run.amp={amp} needs CUDA; on {device.type} use run.amp=off or auto")
+    if amp in ("auto", "bf16"):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """``torch.autocast`` when ``dtype`` is set, a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
