@@ -34,6 +34,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ssl_art tests benchmarks main_*.py
 	$(BIN)/ruff format --check ssl_art tests benchmarks main_*.py
+	$(BIN)/lint-imports --no-logo  # import direction: [importlinter] contracts in setup.cfg
 
 typecheck: $(STAMP)
 	$(BIN)/mypy ssl_art
