@@ -60,7 +60,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def register_choices(key: str, choices: tuple[str, ...]) -> None:
-    """Declare the valid values of a string option (checked on load); used by configs defined elsewhere."""
+    """Declare (or replace) the valid values of a string option, checked on load.
+
+    Rooms above the config call it so the config imports none of them: the method registry publishes the valid
+    ``method`` names, fine-tuning its ``ft.*`` choices.
+    """
     _CHOICES[key] = choices
 
 
