@@ -41,7 +41,6 @@ from ssl_art.engine.rundir import (
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.engine.schedules import cosine_schedule, scaled_lr
 from ssl_art.methods.base import PretrainMethod
-from ssl_art.models.build import load_state_reporting
 
 log = logging.getLogger("ssl_art.engine")
 
@@ -179,7 +178,7 @@ def fit(
             log.warning("run.resume=true but no valid checkpoint in %s: starting from scratch", ckpt_dir)
         else:
             state = ckpt_io.load_checkpoint(found)
-            load_state_reporting(method, state["model"], f"run.resume: {found}")
+            ckpt_io.load_state_strict(method, state["model"], f"run.resume: {found}")
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             step, epoch, pos = state["step"], state["epoch"], state["pos"]

@@ -2,7 +2,8 @@
 
 ``build_pretrain_model(cfg)`` assembles the method named by ``cfg.method`` from library parts (lightly's
 ``METHODS`` map idea); ``load_method(path)`` rebuilds a method from a checkpoint's stored config and loads its
-weights strictly, reporting missing and unexpected keys instead of silently ignoring them.
+weights hash-checked and strictly (:func:`ssl_art.checkpoint.load_state_strict`), reporting missing and unexpected
+keys instead of silently ignoring them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from ssl_art.checkpoint import find_resumable, load_checkpoint, verify_checkpoint
-from ssl_art.config import ConfigError, ModelCfg, PretrainConfig, config_from_dict
+from ssl_art.checkpoint import find_resumable, load_checkpoint, load_state_strict, verify_checkpoint
+from ssl_art.config import ModelCfg, PretrainConfig, config_from_dict
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.models.backbone import Backbone, load_backbone_weights
 
@@ -59,25 +58,6 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainMethod:
     return METHODS[cfg.method](cfg)
 
 
-def load_state_reporting(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a message that lists missing/unexpected keys and the likely cause.
-
-    Raises:
-        ConfigError: (a ``ValueError``) listing missing and unexpected keys and shape mismatches.
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or shape:
-        raise ConfigError(
-            f"{source} does not match the model: {len(missing)} missing keys {missing[:4]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(shape)} shape mismatches {shape[:4]}. "
-            "Was it saved with another backbone/method config?"
-        )
-    module.load_state_dict(state, strict=True)
-
-
 def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainMethod, PretrainConfig]:
     """Rebuild the method stored in an ssl_art checkpoint (on CPU) and load its weights strictly.
 
@@ -106,6 +86,6 @@ def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainM
     raw["model"] = {**raw["model"], "pretrained": pretrained_backbone, "init_checkpoint": ""}
     cfg = config_from_dict(PretrainConfig, raw)
     method = build_pretrain_model(cfg)
-    load_state_reporting(method, ckpt["model"], str(p))
+    load_state_strict(method, ckpt["model"], str(p))
     method.eval()
     return method, cfg
