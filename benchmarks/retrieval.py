@@ -36,7 +36,8 @@ import sklearn
 from sklearn.neighbors import NearestNeighbors
 
 from ssl_art.retrieval.evaluate import approximate_recall
-from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_index, search_params
+from ssl_art.eval.search import search_index
+from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_params
 from ssl_art.retrieval.synthetic import iter_clustered
 
 
@@ -200,7 +201,7 @@ def markdown(results: list[dict[str, Any]], k: int, header: dict[str, Any]) -> s
         "Exact kNN of one query batch, FAISS `IndexFlatIP` vs scikit-learn `NearestNeighbors(algorithm='brute', "
         "metric='cosine')`, same data, same run, same thread count; median of repeats, wall ms (CPU ms of the "
         "process in brackets). *FAISS default* = plain `index.search`; *FAISS batched* = "
-        "`ssl_art.retrieval.index.search_index` (BLAS for >= 8 queries). Ratio > 1 means FAISS is faster.",
+        "`ssl_art.eval.search.search_index` (BLAS for >= 8 queries). Ratio > 1 means FAISS is faster.",
         "",
         "| N | queries | FAISS default ms | FAISS batched ms | sklearn ms | sklearn / FAISS default "
         "| sklearn / FAISS batched | neighbour agreement |",

@@ -18,13 +18,8 @@ Kinds and parameters (all overridable in :class:`IndexParams`, ``RetrievalCfg`` 
 * ``hnsw`` (``IndexHNSWFlat``): graph with ``hnsw_m = 32`` links, ``efConstruction = 80``, ``efSearch = 128``;
   fastest single queries, slowest build and most memory; only on request.
 
-*Exact search speed.* FAISS 1.15 computes exhaustive inner products with BLAS ``sgemm`` only when
-``n_queries * D >= faiss.cvar.distance_compute_blas_threshold`` (128000, i.e. 250 queries at D=512); below that
-each query streams the whole database through its SIMD scan, which is memory-bound (about 10 ms per query over 100k
-x 512 float32 on our 2-core box, for 1 query or 200). :func:`search_index` lowers the threshold to
-``BLAS_MIN_QUERIES * D`` for the duration of a flat search (under a lock, restoring it after), so a batch of 8+
-queries shares each database block through sgemm: 8x faster per query for a 100-query batch at 100k
-(``benchmarks/retrieval.py``, ``docs/benchmarks_retrieval.md``).
+*Exact search speed.* Flat searches go through :func:`ssl_art.eval.search.search_index`, which routes batches of
+8+ queries through FAISS's BLAS path (8x faster per query for a 100-query batch at 100k; see that module).
 
 A saved index folder holds ``index.faiss``, ``ids.npy`` (index position -> manifest row), ``manifest.csv`` and
 ``index.json`` (the embedding meta with its model hash, the resolved parameters, the embeddings folder).
@@ -37,10 +32,7 @@ import json
 import logging
 import math
 import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,14 +41,13 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from ssl_art.eval.search import l2_normalise, search_index
 from ssl_art.retrieval.embed import MANIFEST_FILE, EmbeddingMeta, open_embeddings, read_manifest
 
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FILE, IDS_FILE, INFO_FILE = "index.faiss", "ids.npy", "index.json"
-BLAS_MIN_QUERIES = 8  # flat search of this many queries or more goes through sgemm (crossover ~4 at 100k x 512)
-_BLAS_LOCK = threading.Lock()
 
 
 class ModelMismatchError(ValueError):
@@ -105,11 +96,6 @@ class IndexParams:
         return replace(self, kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, train_size=min(train, n))
 
 
-def _normalised(x: NDArray[Any]) -> NDArray[np.float32]:
-    y = np.ascontiguousarray(x, dtype=np.float32)
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-
-
 def build_faiss_index(
     x: NDArray[Any], p: IndexParams, rows: NDArray[np.int64] | None = None, chunk: int = 65_536
 ) -> tuple[faiss.Index, IndexParams]:
@@ -144,10 +130,10 @@ def build_faiss_index(
             index = faiss.IndexIVFPQ(quantizer, d, p.nlist, p.pq_m, p.pq_nbits, ip)
         sample = np.sort(np.random.default_rng(p.seed).choice(n, size=p.train_size, replace=False))
         t0 = time.perf_counter()
-        index.train(_normalised(x[rows[sample]]))
+        index.train(l2_normalise(x[rows[sample]]))
         log.info("trained %s (nlist=%d) on %d vectors in %.1fs", p.kind, p.nlist, len(sample), time.perf_counter() - t0)
     for s in range(0, n, chunk):
-        index.add(_normalised(x[rows[s : s + chunk]]))
+        index.add(l2_normalise(x[rows[s : s + chunk]]))
     return index, p
 
 
@@ -161,39 +147,6 @@ def search_params(p: IndexParams, allowed: NDArray[np.int64] | None = None) -> f
     if p.kind == "hnsw":
         return faiss.SearchParametersHNSW(efSearch=max(p.hnsw_ef_search, 1), **kw)  # type: ignore[attr-defined]
     return faiss.SearchParameters(**kw) if kw else None
-
-
-@contextmanager
-def blas_threshold(n_queries: int) -> Iterator[None]:
-    """Temporarily set FAISS's global BLAS switch (in ``n_queries * D`` units); thread-safe, always restored."""
-    with _BLAS_LOCK:
-        old = faiss.cvar.distance_compute_blas_threshold
-        faiss.cvar.distance_compute_blas_threshold = n_queries
-        try:
-            yield
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = old
-
-
-def search_index(
-    index: faiss.Index, q: NDArray[Any], k: int, params: faiss.SearchParameters | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """``index.search`` with float32 C-contiguous queries, and batched flat searches routed through BLAS.
-
-    Args:
-        index: any FAISS index; only ``IndexFlat`` searches of ``>= BLAS_MIN_QUERIES`` queries change path.
-        q: ``(Q, D)`` queries (any float dtype/layout; copied only when needed).
-        k: neighbours per query.
-        params: optional ``SearchParameters`` (``nprobe``, ``efSearch``, ID selector).
-
-    Returns:
-        ``(scores (Q, k), positions (Q, k))`` exactly as FAISS returns them.
-    """
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    if isinstance(index, faiss.IndexFlat) and len(q) >= BLAS_MIN_QUERIES:
-        with blas_threshold(BLAS_MIN_QUERIES * index.d):
-            return index.search(q, k, params=params)
-    return index.search(q, k, params=params)
 
 
 class RetrievalIndex:
@@ -308,7 +261,7 @@ class RetrievalIndex:
     def vectors(self, rows: NDArray[np.int64]) -> NDArray[np.float32] | None:
         """Normalised stored embeddings ``(R, D)`` of manifest ``rows`` (``None`` when the memmap is gone)."""
         emb = self._embeddings()
-        return None if emb is None else _normalised(emb[np.asarray(rows, dtype=np.int64)])
+        return None if emb is None else l2_normalise(emb[np.asarray(rows, dtype=np.int64)])
 
     def search(
         self, q: NDArray[Any], k: int = 10, where: dict[str, str] | None = None
@@ -324,7 +277,7 @@ class RetrievalIndex:
             ``(scores (Q, k), rows (Q, k))``: cosine similarities, best first, and manifest rows; ``-1`` rows (score
             ``-inf``) pad queries with fewer than ``k`` matches.
         """
-        q = _normalised(np.atleast_2d(q))
+        q = l2_normalise(np.atleast_2d(q))
         if q.shape[1] != self.index.d:
             raise ValueError(f"query dimension {q.shape[1]} != index dimension {self.index.d}")
         allowed = self.allowed_positions(where)
@@ -336,7 +289,7 @@ class RetrievalIndex:
                 ok = pos[i] >= 0
                 cand = pos[i][ok]
                 order = np.argsort(self.ids[cand])
-                vecs = _normalised(emb[self.ids[cand][order]])
+                vecs = l2_normalise(emb[self.ids[cand][order]])
                 exact = np.empty(len(cand), dtype=np.float32)
                 exact[order] = vecs @ q[i]
                 scores[i, : len(cand)], pos[i, : len(cand)] = exact, cand

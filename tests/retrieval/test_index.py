@@ -7,16 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ssl_art.eval.search import BLAS_MIN_QUERIES, blas_threshold, search_index
 from ssl_art.retrieval.embed import write_embeddings
 from ssl_art.retrieval.evaluate import approximate_recall
 from ssl_art.retrieval.index import (
-    BLAS_MIN_QUERIES,
     IndexParams,
     ModelMismatchError,
     RetrievalIndex,
-    blas_threshold,
     build_faiss_index,
-    search_index,
     search_params,
 )
 from ssl_art.retrieval.synthetic import clustered_vectors
