@@ -35,8 +35,8 @@ import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS now, so --threads cap
 import sklearn
 from sklearn.neighbors import NearestNeighbors
 
-from ssl_art.retrieval.evaluate import approximate_recall
 from ssl_art.eval.search import search_index
+from ssl_art.retrieval.evaluate import approximate_recall
 from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_params
 from ssl_art.retrieval.synthetic import iter_clustered
 

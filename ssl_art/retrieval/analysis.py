@@ -9,7 +9,8 @@ All similarities are cosine (rows L2-normalised). Two atypicality signals are co
 Each is turned into a within-class z-score and the two are averaged into ``score``. A *likely mislabel* is a work
 whose similarity-weighted kNN vote (weights ``exp(s/T)`` as in DINO's ``eval_knn.py``) prefers another class; it
 is ranked by the vote share of that class. *Near duplicates* are pairs among the kNN lists with cosine above a
-threshold. kNN is exact (:mod:`ssl_art.eval.search`: FAISS ``IndexFlatIP``, ``O(N^2)``, chunked) unless a :class:`RetrievalIndex` is given.
+threshold. kNN is exact (:mod:`ssl_art.eval.search`: FAISS ``IndexFlatIP``, ``O(N^2)``, chunked) unless a
+:class:`RetrievalIndex` is given.
 """
 
 from __future__ import annotations
