@@ -159,9 +159,12 @@ class EvalCfg:
     folds: int = 5
     knn_k: int = 20
     knn_t: float = 0.07
+    knn_backend: str = "auto"  # auto | faiss | torch: exact kNN search (torch = the FAISS-free fallback)
     linear_epochs: int = 100
     linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
     linear_wds: tuple[float, ...] = (0.0, 1e-4)
+    linear_batch_size: int = 256  # linear-probe minibatch (adamw)
+    linear_optimizer: str = "adamw"  # adamw (minibatch, lr x wd grid) | lbfgs (full batch)
     compare_random: bool = True  # also evaluate a randomly initialised backbone
     embedding: str = "auto"  # auto | pooled | fused | gram
     image_size: int = 0  # 0 = the checkpoint's data.image_size (no checkpoint: data.image_size)
