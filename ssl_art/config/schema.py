@@ -248,6 +248,8 @@ class GateCfg:
     hidden_dim: int = 64  # selector / fusion MLP width
     stage1_epochs: int = 40  # selector + fusion on the frozen branches' cached outputs
     stage1_lr: float = 3e-3
+    stage1_batch_size: int = 128  # cached outputs per stage-1 minibatch
+    selector_weight: float = 1.0  # weight of the selector's supervised BCE on "the cheap branch is wrong"
     stage2_epochs: int = 0  # optional end-to-end fine-tune with sampled routing; 0 = off
     cost: float = 0.2  # reward penalty per expensive call (REINFORCE)
     budget_weight: float = 1.0  # weight of relu(mean P(hard) - budget)**2
