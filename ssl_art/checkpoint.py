@@ -148,7 +148,7 @@ def save_rolling(ckpt_dir: str | Path, step: int, obj: dict[str, Any], keep_last
 STATE_HINT = "Was it saved with another backbone/method config?"
 
 
-def state_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+def _state_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """``(missing, unexpected, shape_mismatched)`` keys of ``state`` against ``module.state_dict()``."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -169,10 +169,10 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Any], source: str, 
     Raises:
         ConfigError: (a ``ValueError``) listing missing and unexpected keys and shape mismatches.
     """
-    missing, unexpected, shape = state_mismatch(module, state)
+    missing, unexpected, shape = _state_mismatch(module, state)
     if missing or unexpected or shape:
         raise ConfigError(
             f"{source} does not match the model: {len(missing)} missing keys {missing[:4]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(shape)} shape mismatches {shape[:4]}. {hint}"
         )
-    module.load_state_dict(dict(state), strict=True)
+    module.load_state_dict(state, strict=True)
