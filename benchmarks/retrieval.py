@@ -35,8 +35,10 @@ import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS now, so --threads cap
 import sklearn
 from sklearn.neighbors import NearestNeighbors
 
+from ssl_art.config import RetrievalCfg
+from ssl_art.eval.search import search_index
 from ssl_art.retrieval.evaluate import approximate_recall
-from ssl_art.retrieval.index import IndexParams, build_faiss_index, search_index, search_params
+from ssl_art.retrieval.index import build_faiss_index, search_params
 from ssl_art.retrieval.synthetic import iter_clustered
 
 
@@ -156,7 +158,7 @@ def run_size(n: int, d: int, kinds: list[str], n_queries: int, k: int, args: arg
     for kind in kinds:
         r0 = rss_bytes()
         t = time.perf_counter()
-        index, p = build_faiss_index(x, IndexParams(kind=kind))
+        index, p = build_faiss_index(x, RetrievalCfg(index_kind=kind))
         build_s = time.perf_counter() - t
         rss = rss_bytes() - r0
         params = search_params(p)
@@ -200,7 +202,7 @@ def markdown(results: list[dict[str, Any]], k: int, header: dict[str, Any]) -> s
         "Exact kNN of one query batch, FAISS `IndexFlatIP` vs scikit-learn `NearestNeighbors(algorithm='brute', "
         "metric='cosine')`, same data, same run, same thread count; median of repeats, wall ms (CPU ms of the "
         "process in brackets). *FAISS default* = plain `index.search`; *FAISS batched* = "
-        "`ssl_art.retrieval.index.search_index` (BLAS for >= 8 queries). Ratio > 1 means FAISS is faster.",
+        "`ssl_art.eval.search.search_index` (BLAS for >= 8 queries). Ratio > 1 means FAISS is faster.",
         "",
         "| N | queries | FAISS default ms | FAISS batched ms | sklearn ms | sklearn / FAISS default "
         "| sklearn / FAISS batched | neighbour agreement |",

@@ -4,6 +4,11 @@ A SIGKILL can land at any instant, so no reader ever sees a half-written file: `
 place only once fully on disk, and its ``.sha256`` sidecar is written after it. On resume, :func:`find_resumable`
 walks checkpoints newest first and takes the first whose size and hash match, warning about any it had to skip.
 Checkpoints are loaded with ``map_location="cpu"``, so a GPU run resumes or evaluates on a CPU machine.
+
+Weights go into a module through :func:`load_state_strict`, the one strict loader every checkpoint reader uses
+(resume, evaluation, fine-tuned models, ``model.init_checkpoint``): the file is hash-checked by
+:func:`load_checkpoint`, and missing, unexpected and shape-mismatched keys are listed in one error, never loaded
+half-way with ``strict=False``.
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ import io
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from ssl_art.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +143,36 @@ def save_rolling(ckpt_dir: str | Path, step: int, obj: dict[str, Any], keep_last
         old.unlink(missing_ok=True)
         Path(f"{old}.sha256").unlink(missing_ok=True)
     return path
+
+
+STATE_HINT = "Was it saved with another backbone/method config?"
+
+
+def _state_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, shape_mismatched)`` keys of ``state`` against ``module.state_dict()``."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    return missing, unexpected, shape
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, Any], source: str, hint: str = STATE_HINT) -> None:
+    """``module.load_state_dict(state, strict=True)``, after checking every key so one error lists all faults.
+
+    Args:
+        module: the freshly built module.
+        state: its state dict as read from ``source`` (use :func:`load_checkpoint` to read it hash-checked).
+        source: what the weights are, for the message (a path, ``run.resume: <path>``, ``model.init_checkpoint``).
+        hint: the likely cause and fix, appended to the message.
+
+    Raises:
+        ConfigError: (a ``ValueError``) listing missing and unexpected keys and shape mismatches.
+    """
+    missing, unexpected, shape = _state_mismatch(module, state)
+    if missing or unexpected or shape:
+        raise ConfigError(
+            f"{source} does not match the model: {len(missing)} missing keys {missing[:4]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(shape)} shape mismatches {shape[:4]}. {hint}"
+        )
+    module.load_state_dict(state, strict=True)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssl_art.checkpoint import CheckpointError
 from ssl_art.config import RetrievalCfg, config_from_dict, load_yaml
 
 EXAMPLES = """examples:
@@ -121,19 +122,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(json.dumps(dataclasses.asdict(meta) | {"bad_rows": len(meta.bad_rows)}))
 
 
-def _index_params(cfg: RetrievalCfg) -> Any:
-    from ssl_art.retrieval.index import IndexParams
-
-    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(IndexParams) if hasattr(cfg, f.name)}
-    return IndexParams(**{**kw, "kind": cfg.index_kind})
-
-
 def cmd_index_build(args: argparse.Namespace) -> None:
-    from ssl_art.retrieval.index import RetrievalIndex
+    from ssl_art.retrieval.index import RetrievalIndex, index_params
 
-    idx = RetrievalIndex.build(args.embeddings, _index_params(_cfg(args)))
+    idx = RetrievalIndex.build(args.embeddings, _cfg(args))
     idx.save(args.out)
-    info = dataclasses.asdict(idx.params) | {"n_indexed": len(idx.ids), "build_seconds": round(idx.build_seconds, 2)}
+    info = index_params(idx.params) | {"n_indexed": len(idx.ids), "build_seconds": round(idx.build_seconds, 2)}
     print(json.dumps(info))
 
 
@@ -342,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         set_threads(args.threads)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ssl-art: error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
 

@@ -135,7 +135,7 @@ class RetrievalApp:
             results = f'<h3>Results for {html.escape(res.query)}</h3><div class="grid">{q}{"".join(figs)}</div>'
         m = self.index.meta
         info = html.escape(
-            f"{len(self.index.ids)} works, {m.kind} embedding ({m.dim}-d), {self.index.params.kind} index, "
+            f"{len(self.index.ids)} works, {m.kind} embedding ({m.dim}-d), {self.index.params.index_kind} index, "
             f"model {m.model_hash}"
         )
         return PAGE.format(t=THUMB, k=self.k, info=info, strip=strip, results=results)

@@ -56,6 +56,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.fusion.pool": ("avg", "gem"),
     "loss.teacher_views": ("alternate", "all"),
     "run.budget_clock": ("wall", "process"),
+    "eval.knn_backend": ("auto", "faiss", "torch"),
+    "eval.linear_optimizer": ("adamw", "lbfgs"),
 }
 
 

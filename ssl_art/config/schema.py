@@ -164,9 +164,12 @@ class EvalCfg:
     folds: int = 5
     knn_k: int = 20
     knn_t: float = 0.07
+    knn_backend: str = "auto"  # auto | faiss | torch: exact kNN search (torch = the FAISS-free fallback)
     linear_epochs: int = 100
     linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
     linear_wds: tuple[float, ...] = (0.0, 1e-4)
+    linear_batch_size: int = 256  # linear-probe minibatch (adamw)
+    linear_optimizer: str = "adamw"  # adamw (minibatch, lr x wd grid) | lbfgs (full batch)
     compare_random: bool = True  # also evaluate a randomly initialised backbone
     embedding: str = "auto"  # auto | pooled | fused | gram
     image_size: int = 0  # 0 = the checkpoint's data.image_size (no checkpoint: data.image_size)
@@ -250,6 +253,8 @@ class GateCfg:
     hidden_dim: int = 64  # selector / fusion MLP width
     stage1_epochs: int = 40  # selector + fusion on the frozen branches' cached outputs
     stage1_lr: float = 3e-3
+    stage1_batch_size: int = 128  # cached outputs per stage-1 minibatch
+    selector_weight: float = 1.0  # weight of the selector's supervised BCE on "the cheap branch is wrong"
     stage2_epochs: int = 0  # optional end-to-end fine-tune with sampled routing; 0 = off
     cost: float = 0.2  # reward penalty per expensive call (REINFORCE)
     budget_weight: float = 1.0  # weight of relu(mean P(hard) - budget)**2

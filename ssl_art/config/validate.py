@@ -72,6 +72,8 @@ def _validate_section(sec: Any, prefix: str) -> None:
         _need(sec.knn_k >= 1, f"{prefix}knn_k", sec.knn_k, "at least 1 neighbour, e.g. eval.knn_k=20")
         _need(sec.knn_t > 0, f"{prefix}knn_t", sec.knn_t, "a positive kNN temperature, e.g. 0.07")
         _need(sec.linear_epochs >= 1, f"{prefix}linear_epochs", sec.linear_epochs, "at least 1 epoch")
+        bs = sec.linear_batch_size
+        _need(bs >= 1, f"{prefix}linear_batch_size", bs, "at least 1 sample per linear-probe batch, e.g. 256")
         _need(sec.image_size >= 0, f"{prefix}image_size", sec.image_size, "0 (the checkpoint's size) or pixels")
         lrs = sec.linear_lrs
         _need(bool(lrs) and min(lrs) > 0, f"{prefix}linear_lrs", list(lrs), "one or more positive learning rates")

@@ -7,6 +7,11 @@ manifest (a ``path`` column plus any label columns, empty cells = missing label)
 is cheap and strict about structure (a malformed manifest row is an error naming the row) but lenient about
 individual files: zero-byte and missing files are dropped and counted in ``collection.bad`` so the caller can
 apply ``data.max_bad_fraction``.
+
+*One path policy* (:func:`absolute_path`): every loader returns absolute paths made with ``os.path.abspath``,
+which normalises ``.`` and ``..`` but does not resolve symlinks, so a collection reached through a linked folder
+(``../shared`` -> elsewhere) keeps the paths the user typed, and the folder scan and a CSV manifest of the same
+images give the same strings.
 """
 
 from __future__ import annotations
@@ -102,13 +107,18 @@ def is_image_file(name: str) -> bool:
     return not os.path.basename(name).startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def absolute_path(path: str | Path) -> str:
+    """``path`` made absolute against the working directory, ``.``/``..`` folded, symlinks kept (the one policy)."""
+    return os.path.abspath(path)
+
+
 def _scan(folder: Path) -> list[str]:
     """Sorted absolute paths of all images below ``folder`` (recursive, hidden folders skipped)."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found += [os.path.join(dirpath, f) for f in filenames if is_image_file(f)]
-    return sorted(os.path.abspath(p) for p in found)
+    return sorted(absolute_path(p) for p in found)
 
 
 def _has_direct_images(folder: Path) -> bool:
@@ -184,7 +194,7 @@ def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, l
         ValueError: naming the file and line for a missing ``path`` column, duplicate or empty column names, a row
             with the wrong number of cells or an empty path, a file that is not UTF-8 or not parseable as CSV.
     """
-    base = Path(root) if root else Path(csv_path).resolve().parent
+    base = Path(absolute_path(root if root else Path(csv_path).parent))
     with _open_manifest(csv_path) as f:
         reader = csv.reader(f)
         rows = _rows(reader, csv_path)
@@ -212,7 +222,7 @@ def read_manifest(csv_path: str, root: str = "") -> tuple[list[str], dict[str, l
                 raise ValueError(f"{csv_path}: line {line} has an empty 'path' cell")
             try:
                 p = Path(cells[pcol]).expanduser()
-                paths.append(str(p if p.is_absolute() else (base / p).resolve()))
+                paths.append(absolute_path(base / p))  # an absolute p replaces base
             except (RuntimeError, ValueError, OSError) as e:  # ~unknownuser, embedded NUL, ...
                 raise ValueError(f"{csv_path}: line {line} has an unusable path {cells[pcol]!r} ({e})") from e
             for k, name in enumerate(names):

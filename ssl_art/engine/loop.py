@@ -32,7 +32,6 @@ from ssl_art.data.decode import BadFileReport
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.methods.base import PretrainMethod
-from ssl_art.models.build import load_state_reporting
 from ssl_art.runtime.device import amp_dtype, autocast, resolve_device
 from ssl_art.runtime.errors import NonFiniteLossError, TooManyBadFilesError
 from ssl_art.runtime.schedules import cosine_schedule, scaled_lr
@@ -171,7 +170,7 @@ def fit(
             log.warning("run.resume=true but no valid checkpoint in %s: starting from scratch", ckpt_dir)
         else:
             state = ckpt_io.load_checkpoint(found)
-            load_state_reporting(method, state["model"], f"run.resume: {found}")
+            ckpt_io.load_state_strict(method, state["model"], f"run.resume: {found}")
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             step, epoch, pos = state["step"], state["epoch"], state["pos"]

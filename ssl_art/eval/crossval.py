@@ -10,12 +10,12 @@ each labelled sample is evaluated exactly once, and reports the mean and the sta
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.model_selection import StratifiedKFold
 
+from ssl_art.config import EvalCfg
 from ssl_art.eval.knn import knn_accuracy
 from ssl_art.eval.linear import linear_probe
 from ssl_art.eval.metrics import MISSING
@@ -23,21 +23,7 @@ from ssl_art.eval.metrics import MISSING
 log = logging.getLogger(__name__)
 
 METRICS = ("knn_top1", "knn_top5", "linear_top1", "linear_top5")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Hyper-parameters of the frozen-feature evaluation (filled from ``EvalCfg`` by :mod:`ssl_art.eval.run`)."""
-
-    knn_k: int = 20
-    knn_t: float = 0.07
-    knn_backend: str = "auto"  # auto | faiss | torch
-    linear_epochs: int = 100
-    linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
-    linear_wds: tuple[float, ...] = (0.0, 1e-4)
-    linear_batch_size: int = 256
-    linear_optimizer: str = "adamw"  # adamw | lbfgs
-    seed: int = 0
+DEFAULT_EVAL = EvalCfg()  # the schema's defaults (a frozen dataclass: safe as an argument default)
 
 
 def evaluate_split(
@@ -46,7 +32,8 @@ def evaluate_split(
     eval_feats: ArrayLike,
     eval_labels: ArrayLike,
     n_classes: int,
-    settings: EvalSettings = EvalSettings(),
+    cfg: EvalCfg = DEFAULT_EVAL,
+    seed: int = 0,
 ) -> dict[str, float]:
     """kNN and linear-probe accuracies of one split.
 
@@ -56,7 +43,8 @@ def evaluate_split(
         eval_feats: ``(M, D)`` features they are scored on.
         eval_labels: ``(M,)`` classes in ``[0, C)``.
         n_classes: ``C``.
-        settings: :class:`EvalSettings`.
+        cfg: the ``eval`` config section (``knn_*`` and ``linear_*`` hyper-parameters).
+        seed: seeds the linear probe (``run.seed``).
 
     Returns:
         ``knn_top1``, ``knn_top5``, ``linear_top1``, ``linear_top5``, and the selected ``linear_lr``/``linear_wd``.
@@ -66,10 +54,10 @@ def evaluate_split(
         train_labels,
         eval_feats,
         eval_labels,
-        k=settings.knn_k,
-        T=settings.knn_t,
+        k=cfg.knn_k,
+        T=cfg.knn_t,
         n_classes=n_classes,
-        backend=settings.knn_backend,
+        backend=cfg.knn_backend,
     )
     probe = linear_probe(
         train_feats,
@@ -77,12 +65,12 @@ def evaluate_split(
         eval_feats,
         eval_labels,
         n_classes=n_classes,
-        lrs=settings.linear_lrs,
-        wds=settings.linear_wds,
-        epochs=settings.linear_epochs,
-        batch_size=settings.linear_batch_size,
-        optimizer=settings.linear_optimizer,
-        seed=settings.seed,
+        lrs=cfg.linear_lrs,
+        wds=cfg.linear_wds,
+        epochs=cfg.linear_epochs,
+        batch_size=cfg.linear_batch_size,
+        optimizer=cfg.linear_optimizer,
+        seed=seed,
     )
     return {
         "knn_top1": knn["top1"],
@@ -118,8 +106,8 @@ def cross_validate(
     feats: ArrayLike,
     labels: ArrayLike,
     n_classes: int | None = None,
-    folds: int = 5,
-    settings: EvalSettings = EvalSettings(),
+    cfg: EvalCfg = DEFAULT_EVAL,
+    seed: int = 0,
 ) -> dict[str, object]:
     """Stratified k-fold evaluation of one labelled feature set.
 
@@ -127,8 +115,8 @@ def cross_validate(
         feats: ``(N, D)`` features.
         labels: ``(N,)`` classes; rows labelled ``-1`` (missing) are dropped first.
         n_classes: ``C``; default ``max(labels) + 1``.
-        folds: number of folds.
-        settings: :class:`EvalSettings` (its ``seed`` also seeds the folds).
+        cfg: the ``eval`` config section (``folds`` and the classifiers' hyper-parameters).
+        seed: seeds the folds and the linear probe (``run.seed``).
 
     Returns:
         ``{metric: mean}`` and ``{metric + "_std": std}`` for each of :data:`METRICS`, plus ``folds`` (a list of
@@ -142,8 +130,9 @@ def cross_validate(
         x, y = x[keep], y[keep]
     c = int(n_classes) if n_classes is not None else int(y.max()) + 1
     per_fold: list[dict[str, float]] = []
-    for i, (tr, ev) in enumerate(stratified_folds(y, folds, settings.seed)):
-        res = evaluate_split(x[tr], y[tr], x[ev], y[ev], c, settings)
+    folds = cfg.folds
+    for i, (tr, ev) in enumerate(stratified_folds(y, folds, seed)):
+        res = evaluate_split(x[tr], y[tr], x[ev], y[ev], c, cfg, seed)
         res.update(n_train=float(len(tr)), n_eval=float(len(ev)))
         log.info("fold %d/%d: %s", i + 1, folds, {k: round(res[k], 4) for k in METRICS})
         per_fold.append(res)

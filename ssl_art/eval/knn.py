@@ -2,9 +2,10 @@
 
 Features are L2-normalised and compared by inner product (cosine similarity). Each query's ``k`` nearest bank
 items vote for their class with weight ``exp(sim / T)`` (Wu et al. 2018; Caron et al. 2021, ``eval_knn.py``
-``knn_classifier``). The bank is added to a FAISS ``IndexFlatIP`` chunk by chunk, so only the index holds it, and
-queries are searched in batches, so memory is one bank plus ``batch_size x k``. A pure-torch path (``backend=
-"torch"``) gives the same result where FAISS is missing or for debugging; ``"auto"`` prefers FAISS.
+``knn_classifier``). Search is :func:`ssl_art.eval.search.cosine_search`: the bank is added to a FAISS
+``IndexFlatIP`` chunk by chunk, so only the index holds it, and queries are searched in batches, so memory is one
+bank plus ``batch_size x k``. A pure-torch path (``backend="torch"``) gives the same result where FAISS is missing
+or for debugging; ``"auto"`` prefers FAISS.
 
 Votes are returned normalised to sum to one per query (a probability over classes). The shift by each query's
 top similarity before exponentiating changes nothing after normalisation but keeps ``exp`` finite for small ``T``.
@@ -19,15 +20,11 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from ssl_art.eval.metrics import topk_accuracy
+from ssl_art.eval.search import cosine_search, l2_normalise
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "faiss", "torch")
-
-
-def _l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norm, 1e-12), dtype=np.float32)
 
 
 def _faiss_available() -> bool:
@@ -38,31 +35,14 @@ def _faiss_available() -> bool:
     return True
 
 
-def _search_faiss(
-    bank: NDArray[np.float32], queries: NDArray[np.float32], k: int, batch_size: int, chunk: int = 65536
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    import faiss
-
-    index = faiss.IndexFlatIP(bank.shape[1])
-    for start in range(0, bank.shape[0], chunk):  # normalise piecewise: the index is the only full copy
-        index.add(_l2_normalise(bank[start : start + chunk]))
-    sims = np.empty((queries.shape[0], k), dtype=np.float32)
-    idx = np.empty((queries.shape[0], k), dtype=np.int64)
-    for start in range(0, queries.shape[0], batch_size):
-        s, i = index.search(_l2_normalise(queries[start : start + batch_size]), k)
-        sims[start : start + batch_size] = s
-        idx[start : start + batch_size] = i
-    return sims, idx
-
-
 def _search_torch(
     bank: NDArray[np.float32], queries: NDArray[np.float32], k: int, batch_size: int
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    b = torch.from_numpy(_l2_normalise(bank))
+    b = torch.from_numpy(l2_normalise(bank))
     sims = np.empty((queries.shape[0], k), dtype=np.float32)
     idx = np.empty((queries.shape[0], k), dtype=np.int64)
     for start in range(0, queries.shape[0], batch_size):
-        q = torch.from_numpy(_l2_normalise(queries[start : start + batch_size]))
+        q = torch.from_numpy(l2_normalise(queries[start : start + batch_size]))
         s, i = (q @ b.T).topk(k, dim=1, largest=True, sorted=True)
         sims[start : start + batch_size] = s.numpy()
         idx[start : start + batch_size] = i.numpy()
@@ -117,7 +97,7 @@ def knn_classify(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if backend == "auto":
         backend = "faiss" if _faiss_available() else "torch"
-    search = _search_faiss if backend == "faiss" else _search_torch
+    search = cosine_search if backend == "faiss" else _search_torch
     sims, idx = search(bank, queries, k, batch_size)
 
     weights = np.exp((sims - sims[:, :1]) / T)  # (M, k); rows sorted, so column 0 is the max

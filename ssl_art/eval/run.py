@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from ssl_art.config import ConfigError, DataCfg, LinearConfig, PretrainConfig, save_config, validate
 from ssl_art.data import BadFileReport, Collection, build_collection, build_eval_transform, build_loader
-from ssl_art.eval.crossval import METRICS, EvalSettings, cross_validate, evaluate_split
+from ssl_art.eval.crossval import METRICS, cross_validate, evaluate_split
 from ssl_art.eval.features import ExtractedFeatures, extract, resolve_embedding
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.methods.load import load_method
@@ -88,18 +88,6 @@ def _encode(names: list[str | None], classes: list[str]) -> NDArray[np.int64]:
     return np.array([lookup[n] if n is not None and n != "" else -1 for n in names], dtype=np.int64)
 
 
-def _settings(cfg: LinearConfig) -> EvalSettings:
-    e = cfg.eval
-    return EvalSettings(
-        knn_k=e.knn_k,
-        knn_t=e.knn_t,
-        linear_epochs=e.linear_epochs,
-        linear_lrs=e.linear_lrs,
-        linear_wds=e.linear_wds,
-        seed=cfg.run.seed,
-    )
-
-
 def _build_models(cfg: LinearConfig) -> tuple[PretrainMethod, PretrainConfig, PretrainMethod | None]:
     """(method to evaluate, its pretraining config, random-init twin or None when the method is itself random)."""
     if cfg.eval.checkpoint:
@@ -151,12 +139,11 @@ def _evaluate(
     n_classes: int,
     cfg: LinearConfig,
 ) -> dict[str, Any]:
-    settings = _settings(cfg)
     if evalset is None or y_eval is None:
-        return cross_validate(train.feats, y_train, n_classes, cfg.eval.folds, settings)
+        return cross_validate(train.feats, y_train, n_classes, cfg.eval, cfg.run.seed)
     tr, ev = y_train >= 0, y_eval >= 0
     res: dict[str, Any] = dict(
-        evaluate_split(train.feats[tr], y_train[tr], evalset.feats[ev], y_eval[ev], n_classes, settings)
+        evaluate_split(train.feats[tr], y_train[tr], evalset.feats[ev], y_eval[ev], n_classes, cfg.eval, cfg.run.seed)
     )
     res.update({f"{k}_std": 0.0 for k in METRICS}, n_train=int(tr.sum()), n_eval=int(ev.sum()))
     return res

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ssl_art.config import GateCfg
 from ssl_art.finetune.policy import MovingAverageBaseline, budget_penalty, reinforce_loss, routing_reward
 from ssl_art.models.gated import GatedTwoBranch, confidence
 
@@ -39,22 +40,6 @@ class BranchCache:
     ef: Tensor
     el: Tensor
     y: Tensor
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """Stage 1/2 hyper-parameters (see :class:`~ssl_art.config.GateCfg`)."""
-
-    epochs: int = 40
-    lr: float = 3e-3
-    batch_size: int = 128
-    budget: float = 0.4
-    cost: float = 0.2
-    budget_weight: float = 1.0
-    pg_weight: float = 1.0
-    selector_weight: float = 1.0  # supervised BCE of P(hard) on "the cheap branch is wrong"
-    baseline_momentum: float = 0.9
-    seed: int = 0
 
 
 @torch.no_grad()
@@ -77,7 +62,7 @@ def cache_outputs(
 
 
 def gate_step_loss(
-    gated: GatedTwoBranch, c: BranchCache, baseline: MovingAverageBaseline, s: GateSettings
+    gated: GatedTwoBranch, c: BranchCache, baseline: MovingAverageBaseline, g: GateCfg
 ) -> tuple[Tensor, dict[str, float]]:
     """Stage-1 loss on (a minibatch of) cached outputs.
 
@@ -92,11 +77,11 @@ def gate_step_loss(
     sel = F.binary_cross_entropy_with_logits(logit, cheap_wrong)
     action = torch.bernoulli(torch.sigmoid(logit.detach()))
     pred = torch.where(action.bool()[:, None], fused.detach(), c.cl.float()).argmax(1)
-    reward = routing_reward(pred == c.y, action, s.cost)
+    reward = routing_reward(pred == c.y, action, g.cost)
     b = baseline.update(reward)
     pg = reinforce_loss(logit, action, reward, b)
-    budget = budget_penalty(logit, s.budget)
-    loss = ce + s.selector_weight * sel + s.pg_weight * pg + s.budget_weight * budget
+    budget = budget_penalty(logit, g.budget)
+    loss = ce + g.selector_weight * sel + g.pg_weight * pg + g.budget_weight * budget
     return loss, {
         "ce": float(ce.detach()),
         "selector_bce": float(sel.detach()),
@@ -107,25 +92,29 @@ def gate_step_loss(
     }
 
 
-def train_stage1(gated: GatedTwoBranch, cache: BranchCache, s: GateSettings) -> list[dict[str, float]]:
-    """Train selector + fusion on cached outputs (branches untouched); returns per-epoch mean metrics."""
+def train_stage1(gated: GatedTwoBranch, cache: BranchCache, g: GateCfg, seed: int = 0) -> list[dict[str, float]]:
+    """Train selector + fusion on cached outputs (branches untouched); returns per-epoch mean metrics.
+
+    ``gate.stage1_epochs`` epochs of ``gate.stage1_batch_size`` minibatches at ``gate.stage1_lr``; ``seed`` (the run
+    seed) fixes the minibatch order.
+    """
     keep = cache.y >= 0
     c = BranchCache(cache.cf[keep], cache.cl[keep], cache.ef[keep], cache.el[keep], cache.y[keep])
     params = list(gated.selector.parameters()) + list(gated.fusion.parameters())
     device = params[0].device
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=1e-4)
-    baseline = MovingAverageBaseline(s.baseline_momentum)
-    g = torch.Generator().manual_seed(s.seed)
+    opt = torch.optim.AdamW(params, lr=g.stage1_lr, weight_decay=1e-4)
+    baseline = MovingAverageBaseline(g.baseline_momentum)
+    gen = torch.Generator().manual_seed(seed)
     gated.selector.train()
     gated.fusion.train()
     history = []
-    for epoch in range(s.epochs):
-        order = torch.randperm(len(c.y), generator=g)
+    for epoch in range(g.stage1_epochs):
+        order = torch.randperm(len(c.y), generator=gen)
         rows: list[dict[str, float]] = []
-        for i in range(0, len(order), s.batch_size):
-            j = order[i : i + s.batch_size]
+        for i in range(0, len(order), g.stage1_batch_size):
+            j = order[i : i + g.stage1_batch_size]
             mb = BranchCache(*(t[j].to(device) for t in (c.cf, c.cl, c.ef, c.el, c.y)))
-            loss, m = gate_step_loss(gated, mb, baseline, s)
+            loss, m = gate_step_loss(gated, mb, baseline, g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -222,22 +211,21 @@ def train_stage2(
     gated: GatedTwoBranch,
     loader: DataLoader[Any],
     targets: np.ndarray,
-    s: GateSettings,
+    g: GateCfg,
     lr: float,
     device: torch.device,
-    epochs: int,
 ) -> list[dict[str, float]]:
     """End-to-end fine-tune with sampled routing on real images: only sampled-hard rows run the expensive branch.
 
     Loss: CE of the routed output + CE of the cheap logits (keeps the cheap branch a classifier) + REINFORCE +
-    budget penalty. Branch BatchNorm statistics stay frozen (eval mode): the batch reaching the expensive branch
-    is a small, biased subset.
+    budget penalty, for ``gate.stage2_epochs`` epochs at ``lr``. Branch BatchNorm statistics stay frozen (eval
+    mode): the batch reaching the expensive branch is a small, biased subset.
     """
     params = [p for p in gated.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    baseline = MovingAverageBaseline(s.baseline_momentum)
+    baseline = MovingAverageBaseline(g.baseline_momentum)
     history = []
-    for epoch in range(epochs):
+    for epoch in range(g.stage2_epochs):
         gated.eval()
         gated.selector.train()
         gated.fusion.train()
@@ -255,9 +243,9 @@ def train_stage2(
             ce = F.cross_entropy(out.logits, y)
             ce_cheap = F.cross_entropy(out.cheap_logits.float(), y)
             action = out.action.float()
-            reward = routing_reward(out.logits.detach().argmax(1) == y, action, s.cost)
+            reward = routing_reward(out.logits.detach().argmax(1) == y, action, g.cost)
             pg = reinforce_loss(out.hard_logit, action, reward, baseline.update(reward))
-            loss = ce + ce_cheap + s.pg_weight * pg + s.budget_weight * budget_penalty(out.hard_logit, s.budget)
+            loss = ce + ce_cheap + g.pg_weight * pg + g.budget_weight * budget_penalty(out.hard_logit, g.budget)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

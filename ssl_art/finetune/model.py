@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_art.checkpoint import load_checkpoint, load_state_strict
 from ssl_art.models.backbone import Backbone
 from ssl_art.models.gated import Branch, ExitPool, GatedTwoBranch, split_stages
 
@@ -212,7 +213,9 @@ def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
         ``(model, spec, meta)`` where ``meta`` holds e.g. ``val_score`` (used to weight ensembles).
 
     Raises:
-        ValueError: when the file is not a fine-tune checkpoint or its weights do not match the stored spec.
+        CheckpointError: the file is missing, truncated or corrupt (size/SHA-256 mismatch with its sidecar).
+        ValueError: when the file is not a fine-tune checkpoint or its weights do not match the stored spec
+            (missing, unexpected and shape-mismatched keys are listed).
     """
     from pathlib import Path
 
@@ -223,15 +226,11 @@ def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
         if found is None:
             raise ValueError(f"{p} holds no fine-tune checkpoint (looked for {', '.join(map(str, cands))})")
         p = found
-    obj = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(obj, dict) or "spec" not in obj or "model" not in obj:
+    obj = load_checkpoint(p)
+    if "spec" not in obj or "model" not in obj:
         raise ValueError(f"{p} is not an ssl_art fine-tune checkpoint (needs 'spec' and 'model')")
     spec = ModelSpec.from_dict(obj["spec"])
     model = build_from_spec(spec)
-    missing, unexpected = model.load_state_dict(obj["model"], strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{p}: {len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}"
-        )
+    load_state_strict(model, obj["model"], str(p), "Was it saved with another model spec (backbone, heads, gate)?")
     model.eval()
     return model, spec, dict(obj.get("meta", {}))

@@ -28,13 +28,13 @@ from ssl_art.data.collection import load_collection
 from ssl_art.engine.rundir import prepare_run_dir
 from ssl_art.finetune.compute import measure_modes
 from ssl_art.finetune.ensemble import member_weights, soft_vote
-from ssl_art.finetune.gate_train import GateSettings, cache_outputs, calibrate, train_stage1, train_stage2
+from ssl_art.finetune.gate_train import cache_outputs, calibrate, train_stage1, train_stage2
 from ssl_art.finetune.labels import read_label_map, remap_collection, target_matrix
 from ssl_art.finetune.lr_decay import freeze_for_mode
 from ssl_art.finetune.model import Classifier, ModelSpec, TrunkExit, build_cheap, build_gated, load_finetuned
 from ssl_art.finetune.report import classification_metrics, write_report
 from ssl_art.finetune.splits import Split, load_split, make_split, save_split
-from ssl_art.finetune.train import TrainSettings, predict_probs, train_classifier
+from ssl_art.finetune.train import predict_probs, train_classifier
 from ssl_art.methods.load import load_method
 from ssl_art.models.backbone import Backbone
 from ssl_art.models.build import build_backbone
@@ -56,32 +56,6 @@ def _initial_backbone(cfg: FinetuneConfig) -> Backbone:
         log.info("backbone %s from pretraining checkpoint %s", pcfg.model.backbone, cfg.ft.checkpoint)
         return bb
     return build_backbone(cfg.model, cfg.data.image_size)
-
-
-def _settings(cfg: FinetuneConfig, epochs: int, layer_decay: float, linear: bool, n_heads: int) -> TrainSettings:
-    o, f = cfg.optim, cfg.ft
-    return TrainSettings(
-        epochs=epochs,
-        lr=scaled_lr(o.lr, cfg.data.batch_size, o.accum_steps),
-        min_lr=o.min_lr,
-        warmup_epochs=o.warmup_epochs,
-        weight_decay=o.weight_decay,
-        optimizer=o.name,
-        momentum=o.momentum,
-        clip_grad=o.clip_grad,
-        layer_decay=layer_decay,
-        label_smoothing=f.label_smoothing,
-        mixup=f.mixup if n_heads == 1 else 0.0,
-        cutmix=f.cutmix if n_heads == 1 else 0.0,
-        imbalance=f.imbalance,
-        task_weights=f.task_weights if n_heads == len(f.task_weights) else (),
-        select_metric=f.select_metric,
-        patience=f.patience,
-        max_steps=o.max_steps,
-        seed=cfg.run.seed,
-        freeze_backbone_stats=linear,
-        time_budget_s=cfg.run.time_budget_s,
-    )
 
 
 def _get_split(cfg: FinetuneConfig, out: Path, coll: Collection, targets: np.ndarray) -> Split:
@@ -174,10 +148,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     n_train = freeze_for_mode(model, model.timm_model, cfg.ft.mode, cfg.ft.last_n)
     log.info("mode %s: %d trainable parameters", cfg.ft.mode, n_train)
     decay = 1.0 if cfg.ft.mode == "linear" else cfg.ft.layer_decay
-    settings = _settings(cfg, cfg.optim.epochs, decay, cfg.ft.mode == "linear", len(columns))
+    lr = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.accum_steps)
     result = train_classifier(
-        model, train, y_train, val, y_val, train_tf, eval_tf, cfg.data, settings, device, amp, writer, "ft"
-    )
+        model, train, y_train, val, y_val, train_tf, eval_tf, cfg, device, amp, writer, "ft",
+        epochs=cfg.optim.epochs, lr=lr, layer_decay=decay, freeze_backbone_stats=cfg.ft.mode == "linear",
+    )  # fmt: skip
     meta = {"val_score": result.best_score, "select_metric": cfg.ft.select_metric, "best_epoch": result.best_epoch}
     save_checkpoint(
         out / "checkpoints" / "best.pt",
@@ -248,43 +223,23 @@ def _run_gate(
     g = cfg.gate
     spec = replace(spec, kind="gated")
     cheap = build_cheap(spec, expensive)
-    cheap_settings = replace(_settings(cfg, g.cheap_epochs or cfg.optim.epochs, 1.0, False, 1), task_weights=())
+    cheap_cfg = replace(cfg, ft=replace(cfg.ft, task_weights=()))  # one head, weight 1
+    lr = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.accum_steps)
     if isinstance(cheap.encoder, TrunkExit):
         # shared trunk: it belongs to the fine-tuned expensive branch and stays frozen; only the fresh exit head
         # trains, at 10x the fine-tuning lr as a probe on frozen features would
         freeze_for_mode(cheap, cheap.timm_model, "linear")
-        cheap_settings = replace(cheap_settings, lr=10 * cheap_settings.lr)
+        lr = 10 * lr
     else:
         freeze_for_mode(cheap, cheap.timm_model, "full")
     res0 = train_classifier(
-        cheap,
-        train[0],
-        train[1][:, :1],
-        val[0],
-        val[1][:, :1],
-        train_tf,
-        eval_tf,
-        cfg.data,
-        cheap_settings,
-        device,
-        amp,
-        writer,
-        "gate_cheap",
-    )
+        cheap, train[0], train[1][:, :1], val[0], val[1][:, :1], train_tf, eval_tf, cheap_cfg, device, amp, writer,
+        "gate_cheap", epochs=g.cheap_epochs or cfg.optim.epochs, lr=lr,
+    )  # fmt: skip
     gated = build_gated(spec, cheap, expensive).to(device)
     for part in (gated.trunk, gated.cheap_head, gated.rest):
         for p in part.parameters():
             p.requires_grad_(False)
-    gs = GateSettings(
-        epochs=g.stage1_epochs,
-        lr=g.stage1_lr,
-        budget=g.budget,
-        cost=g.cost,
-        budget_weight=g.budget_weight,
-        pg_weight=g.pg_weight,
-        baseline_momentum=g.baseline_momentum,
-        seed=cfg.run.seed,
-    )
     seed = cfg.run.seed
     train_cache = cache_outputs(
         gated, build_loader(train[0], train_tf, cfg.data, train=False, seed=seed), train[1][:, 0], device
@@ -292,7 +247,7 @@ def _run_gate(
     val_cache = cache_outputs(
         gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
     )
-    hist1 = train_stage1(gated, train_cache, gs)
+    hist1 = train_stage1(gated, train_cache, g, seed)
     calib = calibrate(gated, val_cache, g.budget)
     hist2: list[dict[str, float]] = []
     if g.stage2_epochs > 0:
@@ -303,10 +258,9 @@ def _run_gate(
             gated,
             loader,
             train[1][:, 0],
-            gs,
+            g,
             scaled_lr(cfg.optim.lr, cfg.data.batch_size) * 0.1,
             device,
-            g.stage2_epochs,
         )
         val_cache = cache_outputs(
             gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device

@@ -24,7 +24,7 @@ from timm.loss.cross_entropy import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ssl_art.config import DataCfg
+from ssl_art.config import FinetuneConfig, OptimCfg
 from ssl_art.data import Collection, build_loader
 from ssl_art.data.transforms import Transform
 from ssl_art.eval.metrics import balanced_accuracy, macro_f1, topk_accuracy
@@ -35,32 +35,6 @@ from ssl_art.runtime.device import autocast
 from ssl_art.runtime.schedules import cosine_schedule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything the loop needs, already resolved (lr scaled, mode applied by the caller)."""
-
-    epochs: int
-    lr: float
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"  # adamw | sgd
-    momentum: float = 0.9
-    clip_grad: float = 3.0
-    layer_decay: float = 1.0
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    imbalance: str = "none"
-    task_weights: tuple[float, ...] = ()
-    select_metric: str = "top1"
-    patience: int = 0
-    max_steps: int = 0
-    seed: int = 0
-    freeze_backbone_stats: bool = False  # linear mode: keep BatchNorm statistics of the frozen encoder
-    time_budget_s: float = 0.0
 
 
 @dataclass
@@ -107,14 +81,14 @@ def predict_probs(model: nn.Module, loader: DataLoader[Any], n: int, device: tor
     return out
 
 
-def _optimizer(groups: list[dict[str, Any]], s: TrainSettings) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict[str, Any]], o: OptimCfg, lr: float) -> torch.optim.Optimizer:
     for g in groups:
         g.pop("names", None)
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
-    if s.optimizer != "adamw":
-        raise ValueError(f"fine-tuning supports optim.name adamw or sgd, got '{s.optimizer}'")
-    return torch.optim.AdamW(groups, lr=s.lr)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)
+    if o.name != "adamw":
+        raise ValueError(f"fine-tuning supports optim.name adamw or sgd, got '{o.name}'")
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def train_classifier(
@@ -125,14 +99,23 @@ def train_classifier(
     val_targets: np.ndarray,
     train_transform: Transform,
     eval_transform: Transform,
-    data_cfg: DataCfg,
-    settings: TrainSettings,
+    cfg: FinetuneConfig,
     device: torch.device,
     amp: torch.dtype | None = None,
     writer: Any = None,
     tag: str = "ft",
+    *,
+    epochs: int,
+    lr: float,
+    layer_decay: float = 1.0,
+    freeze_backbone_stats: bool = False,
 ) -> TrainResult:
     """Fine-tune ``model`` (its ``requires_grad`` flags already set) and load the best-on-val state into it.
+
+    The recipe is the config's: ``optim.*`` (optimiser, schedule, clipping, ``max_steps``), ``ft.*`` (label
+    smoothing, Mixup/CutMix on single-head runs, imbalance, ``task_weights`` when there is one per head, model
+    selection and patience), ``data.*`` (loaders) and ``run.seed``/``run.time_budget_s``. What differs per call
+    is resolved by the caller and passed as keywords.
 
     Args:
         model: the classifier.
@@ -140,69 +123,68 @@ def train_classifier(
         val: validation images and ``val_targets``.
         train_transform: augmentation for training views.
         eval_transform: deterministic transform for val.
-        data_cfg: batch size and loader settings.
-        settings: recipe.
+        cfg: the fine-tuning config.
         device: where to train.
         amp: autocast dtype or ``None``.
         writer: optional TensorBoard ``SummaryWriter``.
         tag: prefix of logged scalars.
+        epochs: epochs of this stage (``optim.epochs``, or ``gate.cheap_epochs`` for the cheap branch).
+        lr: peak learning rate, already scaled by the batch size.
+        layer_decay: layer-wise lr decay (1.0 = off).
+        freeze_backbone_stats: keep the encoder's BatchNorm statistics (``ft.mode=linear``: a frozen encoder).
 
     Returns:
         :class:`TrainResult`; ``model`` holds the selected weights on return.
     """
-    s = settings
+    o, f, run, data_cfg = cfg.optim, cfg.ft, cfg.run, cfg.data
     n_heads = train_targets.shape[1]
-    weights = list(s.task_weights) or [1.0] * n_heads
-    if len(weights) != n_heads:
-        raise ValueError(f"ft.task_weights has {len(weights)} entries for {n_heads} heads")
+    weights = list(f.task_weights) if len(f.task_weights) == n_heads else [1.0] * n_heads
     n_classes = model.n_classes
     class_w = (
         [inverse_frequency_weights(train_targets[:, t], c) for t, c in enumerate(n_classes)]
-        if s.imbalance == "weighted_loss"
+        if f.imbalance == "weighted_loss"
         else None
     )
     mixer = None
-    if s.mixup > 0 or s.cutmix > 0:
-        if n_heads != 1:
-            raise ValueError("mixup/cutmix need a single label column (soft targets do not mask per head)")
+    if (f.mixup > 0 or f.cutmix > 0) and n_heads == 1:  # soft targets do not mask per head: single-head only
         mixer = Mixup(
-            mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, label_smoothing=s.label_smoothing, num_classes=n_classes[0]
+            mixup_alpha=f.mixup, cutmix_alpha=f.cutmix, label_smoothing=f.label_smoothing, num_classes=n_classes[0]
         )
     soft_ce = SoftTargetCrossEntropy()
 
     model.to(device)
-    groups = param_groups_lrd(model, model.timm_model, s.weight_decay, s.layer_decay)
+    groups = param_groups_lrd(model, model.timm_model, o.weight_decay, layer_decay)
     scales = [g["lr_scale"] for g in groups]
-    opt = _optimizer(groups, s)
+    opt = _optimizer(groups, o, lr)
     params = [p for g in opt.param_groups for p in g["params"]]
-    val_loader = build_loader(val, eval_transform, data_cfg, train=False, seed=s.seed, label_column=None)
+    val_loader = build_loader(val, eval_transform, data_cfg, train=False, seed=run.seed, label_column=None)
     batch = data_cfg.batch_size
     steps_per_epoch = max(1, len(train) // batch if len(train) >= batch else 1)
-    total = s.max_steps or s.epochs * steps_per_epoch
-    warmup = int(s.warmup_epochs * steps_per_epoch)
+    total = o.max_steps or epochs * steps_per_epoch
+    warmup = int(o.warmup_epochs * steps_per_epoch)
     best, best_epoch, best_state, bad_epochs = -math.inf, -1, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
     step, t0 = 0, time.time()
     y0 = train_targets[:, 0]
-    for epoch in range(s.epochs if not s.max_steps else 10**9):
-        if s.imbalance == "balanced_sampler":
-            order = balanced_indices(y0, len(y0), s.seed * 1000 + epoch)
+    for epoch in range(epochs if not o.max_steps else 10**9):
+        if f.imbalance == "balanced_sampler":
+            order = balanced_indices(y0, len(y0), run.seed * 1000 + epoch)
             coll, tgt = train.subset(order), train_targets[order]
         else:
             coll, tgt = train, train_targets
         loader = build_loader(
-            coll, train_transform, data_cfg, train=True, seed=s.seed * 1000 + epoch, label_column=None
+            coll, train_transform, data_cfg, train=True, seed=run.seed * 1000 + epoch, label_column=None
         )
         model.train()
-        if s.freeze_backbone_stats:
+        if freeze_backbone_stats:
             model.encoder.eval()
         losses = []
         for b in loader:
             if not b.views or step >= total:
                 continue
-            lr = cosine_schedule(step, total, s.lr, s.min_lr, warmup)
+            step_lr = cosine_schedule(step, total, lr, o.min_lr, warmup)
             for g, sc in zip(opt.param_groups, scales):
-                g["lr"] = lr * sc
+                g["lr"] = step_lr * sc
             x = b.views[0].to(device)
             y = torch.as_tensor(tgt[b.indices.numpy()], device=device)
             with autocast(device, amp):
@@ -217,21 +199,21 @@ def train_classifier(
                     loss = soft_ce(model(x)[0].float(), soft)
                 else:
                     loss, _ = masked_multitask_loss(
-                        [z.float() for z in model(x)], y, weights, s.label_smoothing, class_w
+                        [z.float() for z in model(x)], y, weights, f.label_smoothing, class_w
                     )
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite fine-tuning loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if s.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
+            if o.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
         probs = predict_probs(model, val_loader, len(val), device)
-        val_score = score(probs[0], val_targets[:, 0], s.select_metric)
+        val_score = score(probs[0], val_targets[:, 0], f.select_metric)
         row = {"epoch": float(epoch), "step": float(step), "train_loss": float(np.mean(losses) if losses else np.nan)}
-        row[f"val_{s.select_metric}"] = val_score
+        row[f"val_{f.select_metric}"] = val_score
         history.append(row)
         log.info(
             "[%s] epoch %d step %d loss %.4f val %s %.4f",
@@ -239,21 +221,21 @@ def train_classifier(
             epoch,
             step,
             row["train_loss"],
-            s.select_metric,
+            f.select_metric,
             val_score,
         )
         if writer is not None:
             writer.add_scalar(f"{tag}/train_loss", row["train_loss"], step)
-            writer.add_scalar(f"{tag}/val_{s.select_metric}", val_score, step)
+            writer.add_scalar(f"{tag}/val_{f.select_metric}", val_score, step)
         if val_score > best:
             best, best_epoch, bad_epochs = val_score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        if s.patience and bad_epochs >= s.patience:
+        if f.patience and bad_epochs >= f.patience:
             log.info("[%s] early stop: %d epochs without val improvement", tag, bad_epochs)
             break
-        if step >= total or (s.time_budget_s and time.time() - t0 > s.time_budget_s):
+        if step >= total or (run.time_budget_s and time.time() - t0 > run.time_budget_s):
             break
     model.load_state_dict(best_state)
     return TrainResult(best_epoch=best_epoch, best_score=best, history=history)

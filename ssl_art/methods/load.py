@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ssl_art.checkpoint import find_resumable, load_checkpoint, verify_checkpoint
+from ssl_art.checkpoint import find_resumable, load_checkpoint, load_state_strict, verify_checkpoint
 from ssl_art.config import PretrainConfig, config_from_dict
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.methods.registry import build_pretrain_model
-from ssl_art.models.build import load_state_reporting
 
 __all__ = ["load_method"]
 
@@ -47,6 +46,6 @@ def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainM
     raw["model"] = {**raw["model"], "pretrained": pretrained_backbone, "init_checkpoint": ""}
     cfg = config_from_dict(PretrainConfig, raw)
     method = build_pretrain_model(cfg)
-    load_state_reporting(method, ckpt["model"], str(p))
+    load_state_strict(method, ckpt["model"], str(p))
     method.eval()
     return method, cfg

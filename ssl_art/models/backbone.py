@@ -18,6 +18,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from ssl_art.checkpoint import load_checkpoint, load_state_strict
 from ssl_art.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,17 @@ def _is_vit(name: str) -> bool:
 
 
 def load_backbone_weights(backbone: Backbone, path: str) -> None:
-    """Load backbone weights from a local file: a raw timm state dict or an ssl_art checkpoint.
+    """Load backbone weights from a local file: a raw timm state dict or an ssl_art checkpoint (hash-checked).
 
-    Missing and unexpected keys are reported; an architecture mismatch is an error, never silently ignored.
+    The backbone's own keys are picked out of an ssl_art checkpoint (which stores the whole student), then loaded
+    by :func:`ssl_art.checkpoint.load_state_strict`: missing and shape-mismatched keys are an error naming the likely
+    cause, never a half-initialised backbone.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model.init_checkpoint: no such file {p}")
-    obj = torch.load(p, map_location="cpu", weights_only=False)
-    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    obj = load_checkpoint(p)
+    state = obj.get("model", obj)
     # ssl_art checkpoints store the whole student; keep the backbone's own keys
     prefixes = ("backbone.model.", "model.", "backbone.")
     own = backbone.model.state_dict()
@@ -116,21 +119,16 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
                 break
     saved = _stored_backbone(obj)
     fix = (
-        f"it was saved from backbone '{saved}' while model.backbone='{backbone.name}'; set model.backbone={saved}"
+        f"Likely cause: it was saved from backbone '{saved}' while model.backbone='{backbone.name}'; "
+        f"set model.backbone={saved}"
         if saved and saved != backbone.name
-        else f"is it a checkpoint of another architecture than model.backbone='{backbone.name}'?"
+        else f"Likely cause: a checkpoint of another architecture than model.backbone='{backbone.name}'."
     )
     if not picked:
         raise ConfigError(
-            f"model.init_checkpoint {p} holds no weights for this backbone (architecture mismatch): {fix}"
+            f"model.init_checkpoint {p} holds no weights for this backbone (architecture mismatch). {fix}"
         )
-    shapes = [k for k, v in picked.items() if own[k].shape != v.shape]
-    if shapes:
-        raise ConfigError(f"model.init_checkpoint {p}: shape mismatch for {shapes[:5]}: {fix}")
-    missing = [k for k in own if k not in picked]
-    if missing:  # never silently non-strict: a half-initialised backbone is an error
-        raise ConfigError(f"model.init_checkpoint {p}: {len(missing)} backbone weights missing ({missing[:5]}): {fix}")
-    backbone.model.load_state_dict(picked, strict=True)
+    load_state_strict(backbone.model, picked, f"model.init_checkpoint {p}", fix)
     log.info("loaded %d backbone tensors from %s", len(picked), p)
 
 

@@ -9,7 +9,8 @@ All similarities are cosine (rows L2-normalised). Two atypicality signals are co
 Each is turned into a within-class z-score and the two are averaged into ``score``. A *likely mislabel* is a work
 whose similarity-weighted kNN vote (weights ``exp(s/T)`` as in DINO's ``eval_knn.py``) prefers another class; it
 is ranked by the vote share of that class. *Near duplicates* are pairs among the kNN lists with cosine above a
-threshold. kNN is exact (FAISS ``IndexFlatIP``, ``O(N^2)``, chunked) unless a :class:`RetrievalIndex` is given.
+threshold. kNN is exact (:mod:`ssl_art.eval.search`: FAISS ``IndexFlatIP``, ``O(N^2)``, chunked) unless a
+:class:`RetrievalIndex` is given.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from ssl_art.eval.search import flat_index, l2_normalise, search_index
 from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings, read_manifest
 
 MISSING = -1
@@ -35,12 +36,6 @@ class Neighbours:
 
     sims: NDArray[np.float32]
     idx: NDArray[np.int64]
-
-
-def normalise(x: NDArray[Any]) -> NDArray[np.float32]:
-    """Row-wise L2 normalisation to float32 (zero rows stay zero)."""
-    y = np.asarray(x, dtype=np.float32)
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
 
 
 def self_knn(x: NDArray[Any], k: int, chunk: int = 8192, search: Any = None) -> Neighbours:
@@ -56,17 +51,15 @@ def self_knn(x: NDArray[Any], k: int, chunk: int = 8192, search: Any = None) -> 
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
     if search is None:
-        flat = faiss.IndexFlatIP(x.shape[1])
-        for s in range(0, n, chunk):
-            flat.add(normalise(x[s : s + chunk]))
+        flat = flat_index(x, chunk)
 
         def search(q: NDArray[np.float32], kk: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-            return flat.search(q, kk)
+            return search_index(flat, q, kk)
 
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, chunk):
-        q = normalise(x[s : s + chunk])
+        q = l2_normalise(x[s : s + chunk])
         d, i = search(q, k + 1)
         for r in range(len(q)):
             keep = i[r] != s + r  # drop the query itself wherever ties put it
@@ -84,7 +77,7 @@ def outlier_scores(x: NDArray[Any], labels: NDArray[np.int64], nbrs: Neighbours)
         nbrs: from :func:`self_knn`.
     """
     y = np.asarray(labels, dtype=np.int64)
-    z = normalise(x)
+    z = l2_normalise(x)
     centroid_dist = np.zeros(len(z))
     for c in np.unique(y):
         m = y == c

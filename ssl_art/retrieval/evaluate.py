@@ -69,5 +69,5 @@ def embedding_metrics(
         # exact reference on the same rows, self included (the index also returns the query itself)
         exact = np.concatenate([good[q][:, None], good[nbrs.idx[q]]], axis=1)[:, : k + 1]
         out[f"index_recall@{k}"] = approximate_recall(rows, exact)
-        out["index_kind"] = index.params.kind
+        out["index_kind"] = index.params.index_kind
     return out

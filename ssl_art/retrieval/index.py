@@ -2,7 +2,7 @@
 
 Vectors are L2-normalised, so inner product = cosine similarity and every index uses ``METRIC_INNER_PRODUCT``.
 
-Kinds and parameters (all overridable in :class:`IndexParams`, ``RetrievalCfg`` in YAML):
+Kinds and parameters (the index fields of :class:`~ssl_art.config.RetrievalCfg`, overridable in YAML and by flags):
 
 * ``flat`` (``IndexFlatIP``): exact; ``N*D*4`` bytes; ``auto`` uses it up to ``exact_max = 100k`` vectors, where a
   brute-force query still takes milliseconds.
@@ -18,13 +18,8 @@ Kinds and parameters (all overridable in :class:`IndexParams`, ``RetrievalCfg`` 
 * ``hnsw`` (``IndexHNSWFlat``): graph with ``hnsw_m = 32`` links, ``efConstruction = 80``, ``efSearch = 128``;
   fastest single queries, slowest build and most memory; only on request.
 
-*Exact search speed.* FAISS 1.15 computes exhaustive inner products with BLAS ``sgemm`` only when
-``n_queries * D >= faiss.cvar.distance_compute_blas_threshold`` (128000, i.e. 250 queries at D=512); below that
-each query streams the whole database through its SIMD scan, which is memory-bound (about 10 ms per query over 100k
-x 512 float32 on our 2-core box, for 1 query or 200). :func:`search_index` lowers the threshold to
-``BLAS_MIN_QUERIES * D`` for the duration of a flat search (under a lock, restoring it after), so a batch of 8+
-queries shares each database block through sgemm: 8x faster per query for a 100-query batch at 100k
-(``benchmarks/retrieval.py``, ``docs/benchmarks_retrieval.md``).
+*Exact search speed.* Flat searches go through :func:`ssl_art.eval.search.search_index`, which routes batches of
+8+ queries through FAISS's BLAS path (8x faster per query for a 100-query batch at 100k; see that module).
 
 A saved index folder holds ``index.faiss``, ``ids.npy`` (index position -> manifest row), ``manifest.csv`` and
 ``index.json`` (the embedding meta with its model hash, the resolved parameters, the embeddings folder).
@@ -37,11 +32,8 @@ import json
 import logging
 import math
 import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,151 +41,121 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from ssl_art.config import RetrievalCfg
+from ssl_art.eval.search import l2_normalise, search_index
 from ssl_art.retrieval.embed import MANIFEST_FILE, EmbeddingMeta, open_embeddings, read_manifest
 
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FILE, IDS_FILE, INFO_FILE = "index.faiss", "ids.npy", "index.json"
-BLAS_MIN_QUERIES = 8  # flat search of this many queries or more goes through sgemm (crossover ~4 at 100k x 512)
-_BLAS_LOCK = threading.Lock()
 
 
 class ModelMismatchError(ValueError):
     """The query model is not the model whose embeddings the index holds."""
 
 
-@dataclass(frozen=True)
-class IndexParams:
-    """How to build and search the index; ``0`` means "choose from N and D" (see the module docstring)."""
-
-    kind: str = "auto"
-    exact_max: int = 100_000
-    ivf_flat_max_bytes: int = 4 << 30
-    nlist: int = 0
-    nprobe: int = 0
-    pq_m: int = 0
-    pq_nbits: int = 8
-    rerank: int = 4
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    train_size: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {', '.join(INDEX_KINDS)}; got '{self.kind}'")
-        for name in ("exact_max", "nlist", "nprobe", "pq_m", "rerank", "train_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = auto), got {getattr(self, name)}")
-        if self.hnsw_m < 2 or self.pq_nbits < 1:
-            raise ValueError("hnsw_m must be >= 2 and pq_nbits >= 1")
-
-    def resolve(self, n: int, d: int) -> IndexParams:
-        """Concrete parameters for ``n`` vectors of dimension ``d`` (every ``0``/``auto`` filled in)."""
-        kind = self.kind
-        if kind == "auto":
-            kind = "flat" if n <= self.exact_max else "ivf_flat" if n * d * 4 <= self.ivf_flat_max_bytes else "ivf_pq"
-        nlist = self.nlist or max(1, int(round(4 * math.sqrt(n))))
-        nlist = min(nlist, n)
-        nprobe = self.nprobe or min(nlist, max(16, min(512, int(round(2 * math.sqrt(nlist))))))
-        pq_m = self.pq_m or max(1, d // 8)
-        if kind == "ivf_pq" and d % pq_m:
-            raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
-        train = self.train_size or max(40 * nlist, 10_000)  # faiss wants >= 39 points per centroid
-        return replace(self, kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, train_size=min(train, n))
+INDEX_FIELDS = (
+    "exact_max", "ivf_flat_max_bytes", "nlist", "nprobe", "pq_m", "pq_nbits", "rerank", "hnsw_m",
+    "hnsw_ef_construction", "hnsw_ef_search", "train_size", "seed",
+)  # fmt: skip
+"""The ``RetrievalCfg`` fields that describe an index (with ``index_kind``); ``0`` means "choose from N and D"."""
 
 
-def _normalised(x: NDArray[Any]) -> NDArray[np.float32]:
-    y = np.ascontiguousarray(x, dtype=np.float32)
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+def check_index_cfg(cfg: RetrievalCfg) -> None:
+    """Raise ``ValueError`` naming the key when an index field of ``cfg`` is out of range."""
+    if cfg.index_kind not in INDEX_KINDS:
+        raise ValueError(f"index_kind must be one of {', '.join(INDEX_KINDS)}; got '{cfg.index_kind}'")
+    for name in ("exact_max", "nlist", "nprobe", "pq_m", "rerank", "train_size"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0 (0 = auto), got {getattr(cfg, name)}")
+    if cfg.hnsw_m < 2 or cfg.pq_nbits < 1:
+        raise ValueError("hnsw_m must be >= 2 and pq_nbits >= 1")
+
+
+def resolve_index_cfg(cfg: RetrievalCfg, n: int, d: int) -> RetrievalCfg:
+    """``cfg`` with concrete index parameters for ``n`` vectors of dimension ``d`` (every ``0``/``auto`` filled in).
+
+    Raises:
+        ValueError: an index field is out of range, or ``pq_m`` does not divide ``d`` for IVF-PQ.
+    """
+    check_index_cfg(cfg)
+    kind = cfg.index_kind
+    if kind == "auto":
+        kind = "flat" if n <= cfg.exact_max else "ivf_flat" if n * d * 4 <= cfg.ivf_flat_max_bytes else "ivf_pq"
+    nlist = cfg.nlist or max(1, int(round(4 * math.sqrt(n))))
+    nlist = min(nlist, n)
+    nprobe = cfg.nprobe or min(nlist, max(16, min(512, int(round(2 * math.sqrt(nlist))))))
+    pq_m = cfg.pq_m or max(1, d // 8)
+    if kind == "ivf_pq" and d % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
+    train = cfg.train_size or max(40 * nlist, 10_000)  # faiss wants >= 39 points per centroid
+    return replace(cfg, index_kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m, train_size=min(train, n))
+
+
+def index_params(cfg: RetrievalCfg) -> dict[str, Any]:
+    """The index fields of ``cfg`` as stored in ``index.json`` (``kind`` = ``index_kind``) and printed by the CLI."""
+    return {"kind": cfg.index_kind} | {name: getattr(cfg, name) for name in INDEX_FIELDS}
+
+
+def _cfg_from_params(params: dict[str, Any]) -> RetrievalCfg:
+    """Inverse of :func:`index_params` (fields an older ``index.json`` lacks keep their defaults)."""
+    return RetrievalCfg(index_kind=params["kind"], **{name: params[name] for name in INDEX_FIELDS if name in params})
 
 
 def build_faiss_index(
-    x: NDArray[Any], p: IndexParams, rows: NDArray[np.int64] | None = None, chunk: int = 65_536
-) -> tuple[faiss.Index, IndexParams]:
+    x: NDArray[Any], p: RetrievalCfg, rows: NDArray[np.int64] | None = None, chunk: int = 65_536
+) -> tuple[faiss.Index, RetrievalCfg]:
     """Build an index over (a subset of) ``x``, normalising in chunks so a memmap is never fully loaded.
 
     Args:
         x: ``(N, D)`` array or memmap (any float dtype).
-        p: parameters; resolved against ``len(rows)`` and ``D``.
+        p: the retrieval config; its index fields are resolved against ``len(rows)`` and ``D``.
         rows: which rows of ``x`` to add, in order (index position ``i`` holds ``x[rows[i]]``); default all.
         chunk: rows normalised and added at a time.
 
     Returns:
-        ``(index, resolved params)``.
+        ``(index, resolved config)``.
     """
     rows = np.arange(len(x), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     n, d = len(rows), int(x.shape[1])
     if n == 0:
         raise ValueError("no vectors to index")
-    p = p.resolve(n, d)
+    p = resolve_index_cfg(p, n, d)
     ip = faiss.METRIC_INNER_PRODUCT
     index: faiss.Index
-    if p.kind == "flat":
+    if p.index_kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif p.kind == "hnsw":
+    elif p.index_kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, p.hnsw_m, ip)
         index.hnsw.efConstruction = p.hnsw_ef_construction
     else:
         quantizer = faiss.IndexFlatIP(d)
-        if p.kind == "ivf_flat":
+        if p.index_kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, d, p.nlist, ip)
         else:
             index = faiss.IndexIVFPQ(quantizer, d, p.nlist, p.pq_m, p.pq_nbits, ip)
         sample = np.sort(np.random.default_rng(p.seed).choice(n, size=p.train_size, replace=False))
         t0 = time.perf_counter()
-        index.train(_normalised(x[rows[sample]]))
-        log.info("trained %s (nlist=%d) on %d vectors in %.1fs", p.kind, p.nlist, len(sample), time.perf_counter() - t0)
+        index.train(l2_normalise(x[rows[sample]]))
+        log.info(
+            "trained %s (nlist=%d) on %d vectors in %.1fs", p.index_kind, p.nlist, len(sample), time.perf_counter() - t0
+        )
     for s in range(0, n, chunk):
-        index.add(_normalised(x[rows[s : s + chunk]]))
+        index.add(l2_normalise(x[rows[s : s + chunk]]))
     return index, p
 
 
-def search_params(p: IndexParams, allowed: NDArray[np.int64] | None = None) -> faiss.SearchParameters | None:
+def search_params(p: RetrievalCfg, allowed: NDArray[np.int64] | None = None) -> faiss.SearchParameters | None:
     """FAISS per-query parameters: ``nprobe``/``efSearch`` and an optional whitelist of index positions."""
     kw: dict[str, Any] = {}
     if allowed is not None:
         kw["sel"] = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-    if p.kind in ("ivf_flat", "ivf_pq"):
+    if p.index_kind in ("ivf_flat", "ivf_pq"):
         return faiss.SearchParametersIVF(nprobe=p.nprobe, **kw)  # type: ignore[call-arg]
-    if p.kind == "hnsw":
+    if p.index_kind == "hnsw":
         return faiss.SearchParametersHNSW(efSearch=max(p.hnsw_ef_search, 1), **kw)  # type: ignore[attr-defined]
     return faiss.SearchParameters(**kw) if kw else None
-
-
-@contextmanager
-def blas_threshold(n_queries: int) -> Iterator[None]:
-    """Temporarily set FAISS's global BLAS switch (in ``n_queries * D`` units); thread-safe, always restored."""
-    with _BLAS_LOCK:
-        old = faiss.cvar.distance_compute_blas_threshold
-        faiss.cvar.distance_compute_blas_threshold = n_queries
-        try:
-            yield
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = old
-
-
-def search_index(
-    index: faiss.Index, q: NDArray[Any], k: int, params: faiss.SearchParameters | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """``index.search`` with float32 C-contiguous queries, and batched flat searches routed through BLAS.
-
-    Args:
-        index: any FAISS index; only ``IndexFlat`` searches of ``>= BLAS_MIN_QUERIES`` queries change path.
-        q: ``(Q, D)`` queries (any float dtype/layout; copied only when needed).
-        k: neighbours per query.
-        params: optional ``SearchParameters`` (``nprobe``, ``efSearch``, ID selector).
-
-    Returns:
-        ``(scores (Q, k), positions (Q, k))`` exactly as FAISS returns them.
-    """
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    if isinstance(index, faiss.IndexFlat) and len(q) >= BLAS_MIN_QUERIES:
-        with blas_threshold(BLAS_MIN_QUERIES * index.d):
-            return index.search(q, k, params=params)
-    return index.search(q, k, params=params)
 
 
 class RetrievalIndex:
@@ -204,7 +166,7 @@ class RetrievalIndex:
         ids: ``(M,)`` manifest row of each index position (bad rows are not indexed).
         paths: ``N`` manifest paths. labels: ``{column: N labels}``.
         meta: the embedding export's :class:`EmbeddingMeta` (model hash, kind, image size).
-        params: resolved :class:`IndexParams`.
+        params: the resolved :class:`~ssl_art.config.RetrievalCfg` (its index fields describe the index).
         emb_dir: the embeddings folder (used for IVF-PQ re-ranking and by the app), may be ``None``.
     """
 
@@ -215,7 +177,7 @@ class RetrievalIndex:
         paths: list[str],
         labels: dict[str, list[str | None]],
         meta: EmbeddingMeta,
-        params: IndexParams,
+        params: RetrievalCfg,
         emb_dir: Path | None = None,
         build_seconds: float = 0.0,
     ):
@@ -224,17 +186,17 @@ class RetrievalIndex:
         self._emb: NDArray[Any] | None = None
 
     @classmethod
-    def build(cls, emb_dir: str | Path, params: IndexParams | None = None) -> RetrievalIndex:
+    def build(cls, emb_dir: str | Path, params: RetrievalCfg | None = None) -> RetrievalIndex:
         """Index an ``ssl-art embed`` folder (bad rows left out)."""
         emb, meta = open_embeddings(emb_dir)
         bad = np.zeros(meta.n, dtype=bool)
         bad[meta.bad_rows] = True
         ids = np.flatnonzero(~bad).astype(np.int64)
         t0 = time.perf_counter()
-        index, p = build_faiss_index(emb, params or IndexParams(), ids)
+        index, p = build_faiss_index(emb, params or RetrievalCfg(), ids)
         paths, labels = read_manifest(Path(emb_dir) / MANIFEST_FILE)
         out = cls(index, ids, paths, labels, meta, p, Path(emb_dir).resolve(), time.perf_counter() - t0)
-        log.info("built %s index over %d vectors in %.1fs", p.kind, len(ids), out.build_seconds)
+        log.info("built %s index over %d vectors in %.1fs", p.index_kind, len(ids), out.build_seconds)
         return out
 
     def save(self, folder: str | Path) -> Path:
@@ -247,7 +209,7 @@ class RetrievalIndex:
             shutil.copyfile(self.emb_dir / MANIFEST_FILE, out / MANIFEST_FILE)
         info = {
             "embedding": asdict(self.meta),
-            "params": asdict(self.params),
+            "params": index_params(self.params),
             "emb_dir": str(self.emb_dir) if self.emb_dir else "",
             "n_indexed": int(len(self.ids)),
             "build_seconds": self.build_seconds,
@@ -278,7 +240,7 @@ class RetrievalIndex:
         emb_dir = Path(info["emb_dir"]) if info.get("emb_dir") else None
         index = faiss.read_index(str(f / INDEX_FILE))
         ids = np.load(f / IDS_FILE)
-        return cls(index, ids, paths, labels, meta, IndexParams(**info["params"]), emb_dir, info["build_seconds"])
+        return cls(index, ids, paths, labels, meta, _cfg_from_params(info["params"]), emb_dir, info["build_seconds"])
 
     def check_model(self, model_hash: str) -> None:
         """Raise :class:`ModelMismatchError` unless ``model_hash`` is the index's."""
@@ -308,7 +270,7 @@ class RetrievalIndex:
     def vectors(self, rows: NDArray[np.int64]) -> NDArray[np.float32] | None:
         """Normalised stored embeddings ``(R, D)`` of manifest ``rows`` (``None`` when the memmap is gone)."""
         emb = self._embeddings()
-        return None if emb is None else _normalised(emb[np.asarray(rows, dtype=np.int64)])
+        return None if emb is None else l2_normalise(emb[np.asarray(rows, dtype=np.int64)])
 
     def search(
         self, q: NDArray[Any], k: int = 10, where: dict[str, str] | None = None
@@ -324,11 +286,11 @@ class RetrievalIndex:
             ``(scores (Q, k), rows (Q, k))``: cosine similarities, best first, and manifest rows; ``-1`` rows (score
             ``-inf``) pad queries with fewer than ``k`` matches.
         """
-        q = _normalised(np.atleast_2d(q))
+        q = l2_normalise(np.atleast_2d(q))
         if q.shape[1] != self.index.d:
             raise ValueError(f"query dimension {q.shape[1]} != index dimension {self.index.d}")
         allowed = self.allowed_positions(where)
-        emb = self._embeddings() if self.params.kind == "ivf_pq" and self.params.rerank > 0 else None
+        emb = self._embeddings() if self.params.index_kind == "ivf_pq" and self.params.rerank > 0 else None
         kk = k * self.params.rerank if emb is not None else k
         scores, pos = search_index(self.index, q, kk, search_params(self.params, allowed))
         if emb is not None:  # exact re-scoring of the PQ candidates, from disk
@@ -336,7 +298,7 @@ class RetrievalIndex:
                 ok = pos[i] >= 0
                 cand = pos[i][ok]
                 order = np.argsort(self.ids[cand])
-                vecs = _normalised(emb[self.ids[cand][order]])
+                vecs = l2_normalise(emb[self.ids[cand][order]])
                 exact = np.empty(len(cand), dtype=np.float32)
                 exact[order] = vecs @ q[i]
                 scores[i, : len(cand)], pos[i, : len(cand)] = exact, cand

@@ -179,3 +179,23 @@ def test_wikiart_dev_layouts_agree(shared_data: Path) -> None:
     assert len(tree) == 1400 and len(tree.classes()) == 7
     assert np.bincount(tree.targets()).tolist() == [200] * 7
     assert sorted(zip(manifest.paths, manifest.labels["label"])) == sorted(zip(tree.paths, tree.labels["label"]))
+
+
+def test_symlinked_folder_one_path_policy(tmp_path: Path) -> None:
+    """A collection reached through a symlinked folder: tree scan and CSV manifest give the same, unresolved paths."""
+    real = tmp_path / "real"
+    rows = ["path,label"]
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            _img(real / cls / f"{i}.jpg")
+            rows.append(f"{cls}/{i}.jpg,{cls}")
+    (real / "labels.csv").write_text("\n".join(rows) + "\n")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    tree = load_collection(str(link))
+    manifest = load_collection(str(link / "labels.csv"))
+    assert sorted(zip(manifest.paths, manifest.labels["label"])) == sorted(zip(tree.paths, tree.labels["label"]))
+    assert all(p.startswith(str(link) + "/") for p in manifest.paths + tree.paths)  # symlinks kept, not resolved
+    # the policy also folds '..' and makes a relative root absolute, as the folder scan does
+    other = read_manifest(str(link / "labels.csv"), root=str(link / "cat" / ".."))[0]
+    assert other == manifest.paths

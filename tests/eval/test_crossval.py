@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from ssl_art.eval.crossval import METRICS, EvalSettings, cross_validate, evaluate_split, stratified_folds
+from ssl_art.config import EvalCfg
+from ssl_art.eval.crossval import METRICS, cross_validate, evaluate_split, stratified_folds
 
-FAST = EvalSettings(knn_k=5, linear_epochs=5, linear_lrs=(0.01,), linear_wds=(0.0,))
+FAST = EvalCfg(knn_k=5, linear_epochs=5, linear_lrs=(0.01,), linear_wds=(0.0,))
 
 
 def _data(n: int = 90, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +39,7 @@ def test_cross_validate_aggregates_folds() -> None:
     x, y = _data()
     y = y.copy()
     y[:6] = -1  # dropped before folding
-    out = cross_validate(x, y, n_classes=3, folds=3, settings=FAST)
+    out = cross_validate(x, y, n_classes=3, cfg=dataclasses.replace(FAST, folds=3))
     folds = out["folds"]
     assert isinstance(folds, list) and len(folds) == 3
     assert sum(f["n_eval"] for f in folds) == 84

@@ -8,8 +8,9 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from ssl_art.config import GateCfg
 from ssl_art.finetune.compute import count_flops
-from ssl_art.finetune.gate_train import BranchCache, GateSettings, calibrate, simulate, train_stage1
+from ssl_art.finetune.gate_train import BranchCache, calibrate, simulate, train_stage1
 from ssl_art.finetune.model import ModelSpec, build_cheap, build_classifier, build_from_spec, build_gated
 from ssl_art.models.gated import ExitPool, GatedTwoBranch, confidence, split_stages
 
@@ -211,7 +212,7 @@ def random_cache(n: int, seed: int) -> BranchCache:
 @pytest.mark.parametrize("budget", [0.1, 0.4])
 def test_stage1_and_calibration_respect_budget(budget: float) -> None:
     g, _, _, _ = make(threshold=0.9)
-    train_stage1(g, random_cache(256, 0), GateSettings(epochs=5, budget=budget, batch_size=64))
+    train_stage1(g, random_cache(256, 0), GateCfg(stage1_epochs=5, budget=budget, stage1_batch_size=64))
     val = random_cache(100, 1)
     res = calibrate(g, val, budget)
     logits, routed = simulate(g, val)
@@ -224,7 +225,7 @@ def test_stage1_and_calibration_respect_budget(budget: float) -> None:
 
 def test_selector_learns_to_rank_cheap_errors() -> None:
     g, _, _, _ = make()
-    train_stage1(g, random_cache(384, 0), GateSettings(epochs=12, batch_size=64, budget=1.0))
+    train_stage1(g, random_cache(384, 0), GateCfg(stage1_epochs=12, stage1_batch_size=64, budget=1.0))
     val = random_cache(200, 1)
     with torch.no_grad():
         logit = g.hard_logit(val.cf, val.cl)

@@ -110,7 +110,7 @@ def test_init_checkpoint_from_another_architecture(tmp_path: Path, capsys: pytes
 def test_init_checkpoint_with_missing_weights_is_never_silently_partial(tmp_path: Path) -> None:
     small = Backbone("resnet18")
     torch.save(small.model.state_dict(), tmp_path / "r18.pt")  # every key also exists in resnet34, same shapes
-    with pytest.raises(ConfigError, match=r"backbone weights missing \(\['layer1\.2\.conv1\.weight'"):
+    with pytest.raises(ConfigError, match=r"missing keys \['layer1\.2\.conv1\.weight'"):
         load_backbone_weights(Backbone("resnet34"), str(tmp_path / "r18.pt"))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ssl_art.config import RetrievalCfg
 from ssl_art.retrieval.analysis import (
     Neighbours,
     analyse_embeddings,
@@ -17,7 +18,7 @@ from ssl_art.retrieval.analysis import (
     self_knn,
 )
 from ssl_art.retrieval.embed import write_embeddings
-from ssl_art.retrieval.index import IndexParams, RetrievalIndex
+from ssl_art.retrieval.index import RetrievalIndex
 
 
 def planted(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -97,7 +98,7 @@ def test_analyse_finds_planted_problems(tmp_path: Path, use_index: bool) -> None
     write_embeddings(tmp_path / "emb", x, paths, {"label": labels})
     search = None
     if use_index:
-        idx = RetrievalIndex.build(tmp_path / "emb", IndexParams(kind="hnsw"))
+        idx = RetrievalIndex.build(tmp_path / "emb", RetrievalCfg(index_kind="hnsw"))
         search = idx.search
     out = analyse_embeddings(tmp_path / "emb", tmp_path / "out", k=8, per_class=3, dup_threshold=0.99, search=search)
 
