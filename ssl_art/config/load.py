@@ -52,6 +52,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "run.device": ("auto", "cpu", "cuda", "mps"),
     "run.amp": ("auto", "off", "bf16", "fp16"),
     "dist.backend": ("auto", "nccl", "gloo"),
+    "dist.sync_bn": ("auto", "on", "off"),
     "eval.embedding": ("auto", "pooled", "fused", "gram"),
     "model.fusion.pool": ("avg", "gem"),
     "loss.teacher_views": ("alternate", "all"),

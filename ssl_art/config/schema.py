@@ -152,6 +152,7 @@ class DistCfg:
 
     backend: str = "auto"  # auto | nccl | gloo
     gather: bool = True  # gather embeddings across ranks for contrastive negatives
+    sync_bn: str = "auto"  # auto (SyncBatchNorm when > 1 process: BatchNorm statistics of the global batch) | on | off
 
 
 @dataclass(frozen=True)

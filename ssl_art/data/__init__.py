@@ -1,7 +1,7 @@
 """ssl_art.data: collections (CSV / folders / synthetic), robust decoding, multi-view transforms and loaders."""
 
 from ssl_art.data.collection import IMAGE_EXTENSIONS, Collection, load_collection, read_manifest
-from ssl_art.data.dataset import BadSample, ImageDataset
+from ssl_art.data.dataset import BadSample, ImageDataset, Substitute
 from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError, load_image
 from ssl_art.data.loaders import Batch, build_collection, build_loader, collate
 from ssl_art.data.synthetic import SyntheticArt
@@ -18,6 +18,7 @@ __all__ = [
     "Collection",
     "ImageDataset",
     "MultiView",
+    "Substitute",
     "SyntheticArt",
     "TooManyBadFilesError",
     "build_collection",

@@ -3,7 +3,9 @@
 ``ImageDataset[i]`` returns ``(x, target, i)`` -- ``x`` is whatever the transform returns (one tensor, or a list of
 views from :class:`~ssl_art.data.transforms.MultiView`) -- or a :class:`BadSample` when the file cannot be decoded
 (including a file deleted after indexing). The collate function in :mod:`ssl_art.data.loaders` drops bad samples
-and reports them in the batch, so one corrupt JPEG costs one sample, not a training run.
+and reports them in the batch, so one corrupt JPEG costs one sample, not a training run. A :class:`Substitute`
+(made by the training engine) carries a bad sample together with the readable sample standing in for it, so a
+batch keeps its size (multi-process training needs equal batches on every rank).
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ class BadSample:
     index: int
     kind: str
     path: str
+
+
+@dataclass(frozen=True)
+class Substitute:
+    """A bad sample and the readable ``(x, target, index)`` sample that takes its place in the batch.
+
+    Attributes:
+        bad: what could not be read (counted as bad).
+        sample: the stand-in, collated like any good sample.
+    """
+
+    bad: BadSample
+    sample: tuple[Any, int, int]
 
 
 class ImageDataset(Dataset[Any]):

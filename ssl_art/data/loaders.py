@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ssl_art.config import DataCfg
 from ssl_art.data.collection import Collection, load_collection
-from ssl_art.data.dataset import BadSample, ImageDataset
+from ssl_art.data.dataset import BadSample, ImageDataset, Substitute
 from ssl_art.data.decode import BadFileReport
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,14 @@ class Batch:
         return report
 
 
-def collate(batch: Sequence[tuple[Any, int, int] | BadSample]) -> Batch:
+def collate(batch: Sequence[tuple[Any, int, int] | BadSample | Substitute]) -> Batch:
     """Stack good samples view by view, list the bad ones.
 
     Args:
         batch: items from :class:`~ssl_art.data.dataset.ImageDataset`: ``(x, target, index)`` with ``x`` a
-            ``(3, H, W)`` tensor or a list of them, or :class:`~ssl_art.data.dataset.BadSample`.
+            ``(3, H, W)`` tensor or a list of them, or :class:`~ssl_art.data.dataset.BadSample`; a
+            :class:`~ssl_art.data.dataset.Substitute` adds its stand-in sample to the batch and its bad one to
+            ``bad``.
 
     Returns:
         A :class:`Batch`; ``len(batch) == 0`` (no views) when every sample was bad.
@@ -87,8 +89,9 @@ def collate(batch: Sequence[tuple[Any, int, int] | BadSample]) -> Batch:
     Raises:
         ValueError: when good samples disagree on the number of views.
     """
-    good = [b for b in batch if not isinstance(b, BadSample)]
-    bad = [(b.index, b.kind, b.path) for b in batch if isinstance(b, BadSample)]
+    good = [b.sample if isinstance(b, Substitute) else b for b in batch if not isinstance(b, BadSample)]
+    bad = [(b.index, b.kind, b.path) for b in (s.bad if isinstance(s, Substitute) else s for s in batch)
+           if isinstance(b, BadSample)]  # fmt: skip
     views: list[Tensor] = []
     if good:
         per_sample = [[x] if isinstance(x, Tensor) else list(x) for x, _, _ in good]

@@ -5,6 +5,12 @@ gradient clipping, ``optimizer.step()``, then ``method.after_optimizer_step`` (E
 data order, checkpoints every epoch / N steps written atomically, SIGTERM/SIGINT save-and-stop, an optional
 wall-clock budget (equal-time benchmarks), bad-file accounting, TensorBoard scalars and ``metrics.jsonl``.
 The loop mirrors MAE's ``engine_pretrain.train_one_epoch`` without its ``args`` coupling.
+
+Under ``torchrun`` the method trains inside ``DistributedDataParallel`` (:mod:`ssl_art.engine.ddp`) and the ranks
+stay in lock step: every rank gets the same number of equal batches, the bad files of a step are gathered so each
+rank keeps the same global count, and every stop (signal, time budget, bad-file threshold, non-finite steps) is
+decided from all ranks' flags at the same step. Rank 0 alone writes checkpoints, ``metrics.jsonl`` and TensorBoard;
+logged metrics are averaged over ranks.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -29,6 +36,7 @@ from ssl_art import checkpoint as ckpt_io
 from ssl_art import distributed
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
 from ssl_art.data.decode import BadFileReport
+from ssl_art.engine import ddp
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.methods.base import PretrainMethod
@@ -83,9 +91,10 @@ class _StopFlag:
 
 
 def _make_loader(
-    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int, rank: int, world: int
+    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int, rank: int, world: int,
+    keep: int,
 ) -> tuple[DataLoader[Any], ResumableSampler]:
-    sampler = ResumableSampler(len(dataset), seed, rank=rank, world_size=world)  # type: ignore[arg-type]
+    sampler = ResumableSampler(len(dataset), seed, rank=rank, world_size=world, keep=keep)  # type: ignore[arg-type]
     workers = data.num_workers
     loader: DataLoader[Any] = DataLoader(
         SeededDataset(dataset, seed),
@@ -111,6 +120,7 @@ def fit(
     out: Path,
     bad: BadFileReport | None = None,
     dist_backend: str = "auto",
+    sync_bn: str = "auto",
 ) -> FitResult:
     """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
 
@@ -125,6 +135,7 @@ def fit(
         out: the prepared run directory.
         bad: files already found unreadable while indexing (counted toward the threshold).
         dist_backend: torch.distributed backend when launched with torchrun (``auto``: nccl on CUDA, else gloo).
+        sync_bn: ``dist.sync_bn`` (``auto``: SyncBatchNorm when more than one process trains).
 
     Returns:
         A :class:`FitResult`.
@@ -147,9 +158,9 @@ def fit(
     dtype = amp_dtype(run.amp, device)
     method.to(device)
     method.train()
-    if world > 1:  # identical start on every rank; gradients are averaged after each backward
-        for t in list(method.parameters()) + list(method.buffers()):
-            torch.distributed.broadcast(t.data, src=0)
+    # unused parameters frozen, SyncBatchNorm, DDP (rank 0's weights broadcast); the plain step in one process
+    model = ddp.prepare(method, SeededDataset(dataset, run.seed), collate, data.batch_size, device,
+                        ddp.use_sync_bn(sync_bn, world))  # fmt: skip
     batches_per_epoch = n // global_batch
     steps_per_epoch = max(1, batches_per_epoch // optim.accum_steps)
     total = optim.max_steps if optim.max_steps > 0 else optim.epochs * steps_per_epoch
@@ -207,9 +218,9 @@ def fit(
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb" if rank == 0 else out / f"tb_rank{rank}"))
-    metrics_file = open(out / ("metrics.jsonl" if rank == 0 else f"metrics_rank{rank}.jsonl"), "a")
-    loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
+    writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
+    metrics_file = open(out / "metrics.jsonl" if rank == 0 else os.devnull, "a")
+    loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world, batches_per_epoch * global_batch)
     t0 = time.time()
     # the budget clock: wall time, or this process's CPU time (fair equal-compute budgets on a shared machine)
     clock = time.process_time if run.budget_clock == "process" else time.time
@@ -222,7 +233,8 @@ def fit(
     stopped = "done"
     last_metrics: dict[str, float] = {}
     t_log, imgs_log = time.time(), 0
-    with _StopFlag() as flag, metrics_file, contextlib.closing(writer):  # closed on errors too
+    closing = contextlib.closing(writer) if writer is not None else contextlib.nullcontext()
+    with _StopFlag() as flag, metrics_file, closing:  # closed on errors too
         while step < total:
             sampler.set_epoch(epoch, start=pos)
             bar = tqdm(
@@ -237,12 +249,13 @@ def fit(
             for batch in loader:
                 pos += global_batch
                 bar.update(1)
-                for idx, kind, path in batch.bad:
+                b = int(batch.indices.numel())
+                any_bad, too_small = distributed.any_rank(bool(batch.bad), b < 2)
+                for idx, kind, path in ddp.gather_bad(batch.bad) if any_bad else ():  # every rank's, rank order
                     if idx not in bad_idx:
                         bad_idx.add(idx)
                         report.add(kind, path)
-                b = int(batch.indices.numel())
-                seen_imgs += b + len(batch.bad)
+                seen_imgs += b
                 # bad fraction = bad files / (files read so far, at most one epoch + files dropped while indexing)
                 looked = min(epoch * batches_per_epoch * global_batch + pos, batches_per_epoch * global_batch)
                 if report.total and looked >= min(50, batches_per_epoch * global_batch):
@@ -252,7 +265,7 @@ def fit(
                         if rank == 0:
                             (out / "bad_files.json").write_text(json.dumps(report.to_dict(), indent=2))
                         raise
-                if b < 2:  # nothing to contrast
+                if too_small:  # nothing to contrast (on some rank: all skip, or the collectives pair up wrong)
                     continue
                 progress = step / total
                 if micro == 0:
@@ -260,10 +273,14 @@ def fit(
                     for g in opt.param_groups:
                         g["lr"] = lr
                 views = [v.to(device, non_blocking=True) for v in batch.views]
-                with autocast(device, dtype):
-                    out_step = method.training_step(views, progress)
-                loss = out_step.loss
-                if not _all_finite(loss.detach(), world):
+                with ddp.no_sync(model, micro + 1 < optim.accum_steps):  # DDP all-reduces on the last micro-step
+                    with autocast(device, dtype):
+                        out_step = model(views, progress)
+                    loss = out_step.loss
+                    finite = _all_finite(loss.detach(), world)
+                    if finite:
+                        scaler.scale(loss / optim.accum_steps).backward()
+                if not finite:
                     nonfinite_total += 1
                     consecutive_bad += 1
                     opt.zero_grad(set_to_none=True)
@@ -273,13 +290,10 @@ def fit(
                     if consecutive_bad >= run.max_nonfinite:
                         raise NonFiniteLossError(_nonfinite_msg("losses", consecutive_bad, step, ckpt_dir))
                     continue
-                scaler.scale(loss / optim.accum_steps).backward()
                 micro += 1
                 if micro < optim.accum_steps:
                     continue
                 micro = 0
-                if world > 1:
-                    _average_gradients(params, world)
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, optim.clip_grad if optim.clip_grad > 0 else math.inf)
                 if not torch.isfinite(gnorm):
@@ -301,15 +315,15 @@ def fit(
                 if step % run.log_every == 0 or step == total:
                     now = time.time()
                     last_metrics = {
-                        "loss": float(loss.detach()),
                         "lr": opt.param_groups[0]["lr"],
-                        "grad_norm": float(gnorm),
-                        "images_per_s": imgs_log / max(now - t_log, 1e-9),
-                        **out_step.metrics,
+                        "grad_norm": float(gnorm),  # of the all-reduced gradients: the same on every rank
+                        "images_per_s": imgs_log * world / max(now - t_log, 1e-9),
+                        **ddp.mean_over_ranks({"loss": float(loss.detach()), **out_step.metrics}),
                     }
                     t_log, imgs_log = now, 0
                     for k, v in last_metrics.items():
-                        writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                        if writer is not None:
+                            writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
                     metrics_file.write(json.dumps({"step": step, "epoch": epoch, **last_metrics}) + "\n")
                     metrics_file.flush()
                     bar.set_postfix(loss=f"{last_metrics['loss']:.3f}", lr=f"{last_metrics['lr']:.2e}")
@@ -318,9 +332,12 @@ def fit(
                         log.warning("embedding std %.4f: representations may be collapsing", std)
                 if run.ckpt_every_steps and step % run.ckpt_every_steps == 0:
                     save()
-                if flag.signum:
+                signalled, over_budget = distributed.any_rank(  # one decision for all ranks, at this step
+                    bool(flag.signum), bool(run.time_budget_s) and budget_used(elapsed_before) >= run.time_budget_s
+                )
+                if signalled:
                     stopped, interrupted = "signal", True
-                elif run.time_budget_s and budget_used(elapsed_before) >= run.time_budget_s:
+                elif over_budget:
                     stopped, interrupted = "time_budget", True
                 if step >= total or interrupted:
                     break
@@ -334,13 +351,14 @@ def fit(
                 save()
                 log.info("epoch %d done: step %d/%d %s", epoch, step, total, _fmt(last_metrics))
         save()
+    distributed.barrier()  # the last checkpoint is on disk before any rank returns
     seconds = time.time() - t0
     return FitResult(
         steps=step,
         epochs=epoch + pos / max(1, batches_per_epoch * global_batch),
         stopped=stopped,
         seconds=seconds,
-        images_per_s=seen_imgs / max(seconds, 1e-9),
+        images_per_s=seen_imgs * world / max(seconds, 1e-9),
         nonfinite_skipped=nonfinite_total,
         bad_files=report.to_dict(),
         last_metrics=last_metrics,
@@ -376,15 +394,6 @@ def _all_finite(loss: torch.Tensor, world: int) -> bool:
     if world > 1:
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
     return bool(ok.item() > 0)
-
-
-def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce and average gradients (the methods expose training_step, not forward, so no DDP wrapper)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-        p.grad.div_(world)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -1,6 +1,8 @@
 """``run_pretrain(cfg)``: collection -> multi-view dataset -> method -> :func:`fit`, plus the run summary.
 
-Everything ``main_pretrain.py`` does, importable and testable without argparse.
+Everything ``main_pretrain.py`` does, importable and testable without argparse. Under ``torchrun`` every rank joins
+the process group first, checks the config (an error on any rank stops all of them with its message), and waits
+while rank 0 alone prepares the run directory; rank 0 alone writes ``summary.json`` and logs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ssl_art import distributed
 from ssl_art.config import ConfigError, PretrainConfig, config_to_dict, validate
 from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import build_collection, collate
@@ -86,9 +89,21 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
             while training); ``<output_dir>/bad_files.json`` lists them by kind.
         NonFiniteLossError: ``run.max_nonfinite`` non-finite steps in a row; the last good checkpoint is kept.
     """
-    preflight(cfg)
+    try:
+        distributed.init_from_env(cfg.dist.backend, resolve_device(cfg.run.device))
+    except (RuntimeError, ValueError):  # a device or backend that cannot work: preflight says so in one line
+        pass
+    err: Exception | None = None
+    try:  # every rank checks the config before any rank writes (so a fresh run dir is not "already a run")
+        preflight(cfg)
+    except Exception as e:
+        if not distributed.is_initialized():
+            raise
+        err = e
+    distributed.raise_together(err)  # one rank's error stops every rank, with that rank's message
+    rank = distributed.rank()
     config = config_to_dict(cfg)
-    setup_logging(None)  # console only until the run dir exists
+    setup_logging(None, rank)  # console only until the run dir exists
     d = cfg.data
     collection = build_collection(d, cfg.run.seed)
     if d.batch_size > len(collection):
@@ -99,8 +114,12 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     collection.bad.check(collection.n_indexed, d.max_bad_fraction)  # stop before any training
     seed_everything(cfg.run.seed, cfg.run.deterministic)  # before building the model: its init is seeded too
     method = build_pretrain_model(cfg)  # before the run dir exists: an init_checkpoint mismatch leaves nothing
-    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
-    setup_logging(out)
+    distributed.barrier()  # every rank has checked the run dir before rank 0 creates it
+    if rank == 0:
+        prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
+    distributed.barrier()
+    out = Path(cfg.run.output_dir)
+    setup_logging(out, rank)
     log.info(
         "collection %s: %d images (%d unreadable at indexing)",
         d.path or "<synthetic>",
@@ -113,8 +132,11 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     log.info("method %s on %s: %.2fM trainable parameters", cfg.method, cfg.model.backbone, n_params / 1e6)
     t0 = time.time()
     result = fit(
-        method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad, dist_backend=cfg.dist.backend
-    )
+        method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad,
+        dist_backend=cfg.dist.backend, sync_bn=cfg.dist.sync_bn,
+    )  # fmt: skip
+    if rank != 0:
+        return result
     summary = {**dataclasses.asdict(result), "wall_s": time.time() - t0, "n_images": len(collection)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if result.bad_files.get("total"):

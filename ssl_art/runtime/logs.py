@@ -29,4 +29,6 @@ def setup_logging(out: Path | None = None, rank: int = 0) -> None:
             fh = logging.FileHandler(out / "train.log")
             fh.setFormatter(fmt)
             root.addHandler(fh)
+    else:  # other ranks stay silent (not even Python's last-resort stderr handler): rank 0 logs every event once
+        root.addHandler(logging.NullHandler())
     root.propagate = False

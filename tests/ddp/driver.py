@@ -1,0 +1,33 @@
+"""torchrun target for the multi-process tests: ``main_pretrain`` with an optional fault on one rank.
+
+``SSL_ART_TEST_FAULT=budget`` makes rank 1's process clock jump by an hour after its third reading, so only rank 1
+sees the time budget run out (``run.budget_clock=process``); every rank writes its pid to ``$SSL_ART_TEST_PIDS/<rank>``
+so a test can signal one rank; ``SSL_ART_TEST_STEPS`` collects each rank's final step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import main_pretrain  # noqa: E402
+from ssl_art.runtime.cli import run_cli  # noqa: E402
+
+rank = int(os.environ.get("RANK", "0"))
+if os.environ.get("SSL_ART_TEST_PIDS"):
+    Path(os.environ["SSL_ART_TEST_PIDS"], str(rank)).write_text(str(os.getpid()))
+if os.environ.get("SSL_ART_TEST_FAULT") == "budget" and rank == 1:
+    real, calls = time.process_time, [0]
+
+    def jumpy() -> float:
+        calls[0] += 1
+        return real() + (3600.0 if calls[0] > 3 else 0.0)
+
+    time.process_time = jumpy
+
+if __name__ == "__main__":
+    sys.exit(run_cli(lambda: main_pretrain.main(sys.argv[1:])))
