@@ -2,11 +2,13 @@
 
 ``SSL_ART_TEST_FAULT=budget`` makes rank 1's process clock jump by an hour after its third reading, so only rank 1
 sees the time budget run out (``run.budget_clock=process``); every rank writes its pid to ``$SSL_ART_TEST_PIDS/<rank>``
-so a test can signal one rank; ``SSL_ART_TEST_STEPS`` collects each rank's final step.
+so a test can signal one rank; with ``SSL_ART_TEST_STEPS`` each rank writes ``{"steps", "stopped"}`` of its own
+``fit`` to ``$SSL_ART_TEST_STEPS/<rank>.json`` the moment ``fit`` returns.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import main_pretrain  # noqa: E402
+import ssl_art.engine.pretrain as pretrain_mod  # noqa: E402
 from ssl_art.runtime.cli import run_cli  # noqa: E402
 
 rank = int(os.environ.get("RANK", "0"))
@@ -28,6 +31,17 @@ if os.environ.get("SSL_ART_TEST_FAULT") == "budget" and rank == 1:
         return real() + (3600.0 if calls[0] > 3 else 0.0)
 
     time.process_time = jumpy
+
+if os.environ.get("SSL_ART_TEST_STEPS"):
+    real_fit = pretrain_mod.fit
+
+    def recording_fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_fit(*args, **kwargs)
+        record = {"steps": result.steps, "stopped": result.stopped}
+        Path(os.environ["SSL_ART_TEST_STEPS"], f"{rank}.json").write_text(json.dumps(record))
+        return result
+
+    pretrain_mod.fit = recording_fit
 
 if __name__ == "__main__":
     sys.exit(run_cli(lambda: main_pretrain.main(sys.argv[1:])))
