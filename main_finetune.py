@@ -15,6 +15,7 @@ import sys
 import ssl_art.finetune  # noqa: F401  (registers the ft.* choices before the config is checked)
 from ssl_art.config import FinetuneConfig, load_config
 from ssl_art.finetune.run import run_finetune
+from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,4 +25,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # user errors: one "error: ..." line, no traceback

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import logging
 import sys
 from pathlib import Path
@@ -103,15 +104,17 @@ def _parse_where(items: list[str] | None) -> dict[str, str] | None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    import torch
+
+    from ssl_art import distributed
     from ssl_art.retrieval.embed import embed_collection
 
     cfg = _cfg(args)
     model = _load_model(args, cfg.image_size)
     device = args.device
     if device == "auto":
-        import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    distributed.init_from_env("auto", torch.device(device))  # under torchrun: rows sharded, rank 0 writes
     model.to(device)
     src = args.checkpoint or f"random:{args.backbone}:seed{args.model_seed}"
     meta = embed_collection(
@@ -119,7 +122,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
         kind=cfg.embedding, dtype=cfg.dtype, image_size=cfg.image_size, batch_size=cfg.batch_size,
         chunk_rows=cfg.chunk_rows, num_workers=cfg.num_workers, device=device, source=src,
     )  # fmt: skip
-    print(json.dumps(dataclasses.asdict(meta) | {"bad_rows": len(meta.bad_rows)}))
+    if distributed.is_main():
+        print(json.dumps(dataclasses.asdict(meta) | {"bad_rows": len(meta.bad_rows)}))
 
 
 def cmd_index_build(args: argparse.Namespace) -> None:
@@ -328,7 +332,10 @@ def set_threads(n: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``ssl-art``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun only rank 0 reports progress
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     # faiss-cpu >= 1.12 wheels are one dynamic-dispatch build (get_compile_options() "DD AVX2 AVX512 ...", SIMD level
     # picked at run time); the loader still probes the old per-ISA modules and logs harmless "Could not load" lines
     logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.verbose else logging.WARNING)

@@ -39,6 +39,7 @@ __all__ = [
     "check_lightly_gather",
     "cleanup",
     "collective_device",
+    "gather_objects",
     "gather",
     "gather_cat",
     "init_from_env",
@@ -134,6 +135,15 @@ def all_gather_objects(obj: R) -> list[R]:
         return [obj]
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_objects(obj: R) -> list[R] | None:
+    """Collective: every rank's picklable ``obj`` in rank order on rank 0; ``None`` on the other ranks."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 

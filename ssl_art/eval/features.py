@@ -5,6 +5,10 @@ previous mode is restored afterwards. Samples the loader reports as unreadable (
 tensors; they are counted and listed so that callers can log them, and the returned ``indices`` say which collection
 items the feature rows belong to. Loaders may yield ``ssl_art.data`` ``Batch`` objects (``views``, ``targets``,
 ``indices``, ``bad``) or plain ``(images, targets[, indices])`` tuples, which keeps tests free of the data layer.
+
+Under ``torchrun`` the loader holds this rank's shard (``build_loader`` gives it a ``DistributedSampler``); the shards
+are gathered on rank 0, de-duplicated (the sampler pads the last shard with repeats) and put in collection order, so
+rank 0 gets what one process would have extracted, row for row.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 from tqdm import tqdm
 
+from ssl_art import distributed
 from ssl_art.methods.base import PretrainMethod
 
 log = logging.getLogger(__name__)
@@ -90,7 +95,8 @@ def extract(
         desc: progress-bar label.
 
     Returns:
-        :class:`ExtractedFeatures`.
+        :class:`ExtractedFeatures`; under several processes, all ranks' rows on rank 0 (collection order) and this
+        rank's own shard elsewhere.
 
     Raises:
         ValueError: when the method has no such embedding, or the loader yields no sample.
@@ -119,6 +125,8 @@ def extract(
             seen += images.shape[0]
     finally:
         method.train(was_training)
+    if distributed.world_size() > 1:
+        return _gather_shards(feats, targets, indices, bad)
     if bad:
         log.warning("skipped %d unreadable samples, e.g. %s", len(bad), bad[:3])
     if not feats:
@@ -141,3 +149,32 @@ def extract_features(
     """``(feats (N, D) float32, targets (N,) int64, indices (N,) int64)``; see :func:`extract` (bad samples logged)."""
     out = extract(method, loader, device, embedding, progress)
     return out.feats, out.targets, out.indices
+
+
+def _gather_shards(
+    feats: list[Tensor], targets: list[Tensor], indices: list[Tensor], bad: list[tuple[Any, ...]]
+) -> ExtractedFeatures:
+    """Collective: every rank's rows on rank 0, one per collection index, in index order; the local shard elsewhere."""
+    local = (
+        torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32),
+        torch.cat(targets).numpy() if targets else np.zeros(0, np.int64),
+        torch.cat(indices).numpy() if indices else np.zeros(0, np.int64),
+        bad,
+    )
+    parts = distributed.gather_objects(local)
+    if parts is None:
+        return ExtractedFeatures(local[0].astype(np.float32), local[1].astype(np.int64), local[2].astype(np.int64), bad)
+    rows = [p for p in parts if p[2].size]
+    if not rows:
+        raise ValueError("the loader yielded no readable sample; nothing to evaluate")
+    idx = np.concatenate([p[2] for p in rows])
+    _, first = np.unique(idx, return_index=True)  # sorted unique indices; padding repeats dropped
+    all_bad = {tuple(b)[0]: tuple(b) for p in parts for b in p[3]}  # one entry per unreadable index
+    if all_bad:
+        log.warning("skipped %d unreadable samples, e.g. %s", len(all_bad), list(all_bad.values())[:3])
+    return ExtractedFeatures(
+        feats=np.concatenate([p[0] for p in rows]).astype(np.float32, copy=False)[first],
+        targets=np.concatenate([p[1] for p in rows]).astype(np.int64, copy=False)[first],
+        indices=idx.astype(np.int64, copy=False)[first],
+        bad=[all_bad[k] for k in sorted(all_bad)],
+    )

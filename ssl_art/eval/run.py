@@ -7,7 +7,8 @@ or hub/``init_checkpoint`` weights). Features of ``eval.train_path`` (falling ba
 embedded synthetic collection) are evaluated against ``eval.eval_path`` when given, else by stratified k-fold
 cross-validation. A randomly initialised model of the same architecture is evaluated the same way
 (``eval.compare_random``), so every run shows what pretraining gained. Results go to ``<run.output_dir>/metrics.json``
-next to the resolved ``config.yaml``, and a table is printed.
+next to the resolved ``config.yaml``, and a table is printed. Under ``torchrun`` feature extraction is sharded over
+the ranks and gathered on rank 0, which alone evaluates, writes and prints (the other ranks return ``{}``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ssl_art import distributed
 from ssl_art.config import ConfigError, DataCfg, LinearConfig, PretrainConfig, save_config, validate
 from ssl_art.data import BadFileReport, Collection, build_collection, build_eval_transform, build_loader
 from ssl_art.eval.crossval import METRICS, cross_validate, evaluate_split
@@ -238,8 +240,20 @@ def run_linear_eval(cfg: LinearConfig) -> dict[str, Any]:
     """
     t0 = time.time()
     out = Path(cfg.run.output_dir)
-    preflight(cfg)
-    setup_logging(None)  # console only until the output dir is created
+    try:
+        distributed.init_from_env(cfg.dist.backend, resolve_device(cfg.run.device))
+    except (RuntimeError, ValueError):  # a device that is not there: preflight says so in one line
+        pass
+    err: Exception | None = None
+    try:  # every rank checks before rank 0 creates the output dir
+        preflight(cfg)
+    except Exception as e:
+        if not distributed.is_initialized():
+            raise
+        err = e
+    distributed.raise_together(err)
+    main = distributed.is_main()
+    setup_logging(None, distributed.rank())  # console only until the output dir is created
     train_col = _load_labelled(cfg.eval.train_path or cfg.data.path, cfg.data, cfg.run.seed)
     column = _label_column(train_col, cfg.data.label_column)
     eval_col = _load_labelled(cfg.eval.eval_path, cfg.data, cfg.run.seed) if cfg.eval.eval_path else None
@@ -249,9 +263,11 @@ def run_linear_eval(cfg: LinearConfig) -> dict[str, Any]:
     device = resolve_device(cfg.run.device)
     method, pcfg, random_method = _build_models(cfg)  # a checkpoint that does not load leaves no output dir
 
-    out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out)
-    save_config(cfg, out / "config.yaml")
+    distributed.barrier()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    setup_logging(out if main else None, distributed.rank())
     image_size = _image_size(cfg, pcfg)
     embedding = resolve_embedding(method, cfg.eval.embedding)
 
@@ -267,6 +283,8 @@ def run_linear_eval(cfg: LinearConfig) -> dict[str, Any]:
         if eval_col is not None:
             ev = _extract(model, eval_col, cfg, image_size, device, eval_column, f"{name}: eval features")
             eval_names = _names(eval_col, eval_column, ev)
+        if not main:  # rank 0 has every rank's features and evaluates alone
+            continue
         train_names = _names(train_col, column, tr)
         classes = sorted({n for n in train_names + eval_names if n})
         y_tr = _encode(train_names, classes)
@@ -280,6 +298,8 @@ def run_linear_eval(cfg: LinearConfig) -> dict[str, Any]:
         results[name] = _evaluate(tr, y_tr, ev, y_ev, len(classes), cfg)
         log.info("%s: %s", name, {k: round(float(results[name][k]), 4) for k in METRICS})
 
+    if not main:
+        return {}
     if random_method is None and cfg.eval.compare_random:  # no checkpoint, no weights: the model *is* random init
         log.info("the evaluated model is itself randomly initialised; random_init repeats its numbers")
         results["random_init"] = results["model"]

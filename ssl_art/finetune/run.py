@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 import ssl_art.finetune  # noqa: F401  (registers the ft.* choices)
 from ssl_art.checkpoint import save_checkpoint
-from ssl_art.config import FinetuneConfig, config_to_dict
+from ssl_art.config import ConfigError, FinetuneConfig, config_to_dict
 from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
 from ssl_art.data.collection import load_collection
 from ssl_art.engine.rundir import prepare_run_dir
@@ -96,7 +97,17 @@ def _load_images(loader: Any, n: int) -> torch.Tensor:
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Run the whole pipeline (see the module docstring); returns the summary also written to ``summary.json``."""
+    """Run the whole pipeline (see the module docstring); returns the summary also written to ``summary.json``.
+
+    Raises:
+        ConfigError: launched with ``WORLD_SIZE > 1`` (torchrun): fine-tuning runs in one process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:  # refuse before any rank writes: every rank would repeat the whole job into the same files
+        raise ConfigError(
+            f"main_finetune.py runs in one process, but torchrun started {world} (WORLD_SIZE={world}); "
+            "run it without torchrun: python main_finetune.py --config ..."
+        )
     out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config_to_dict(cfg))
     setup_logging(out)
     seed_everything(cfg.run.seed, cfg.run.deterministic)

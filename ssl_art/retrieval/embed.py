@@ -9,6 +9,10 @@ the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``
 model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
 ``bad_rows`` and are left out of the index. The model side (what an embedder is, the random-init baseline, the
 hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder`.
+
+Under ``torchrun`` the rows are sharded: within each chunk rank ``r`` embeds rows ``r, r + W, ...``, the chunk's
+rows are gathered on rank 0, and rank 0 alone writes the memmap, the manifest, ``progress.json`` and ``meta.json``
+(so the output is the one a single process writes, row for row, and resume works the same).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ssl_art import distributed
 from ssl_art.retrieval.embedder import Embedder, model_hash, pick_embedding, resolve_kind
 
 log = logging.getLogger(__name__)
@@ -187,6 +192,8 @@ def embed_dataset(
 
     Raises:
         ValueError: bad arguments, or ``out_dir`` holds a run of another model/kind/collection.
+
+    Under an initialised process group every rank must call this with the same arguments (see the module doc).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got '{dtype}'")
@@ -199,6 +206,36 @@ def embed_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mhash = model_hash(model)
+    err: Exception | None = None
+    try:
+        state = _start(out, mhash, kind, n, dtype, paths, labels) if distributed.is_main() else None
+    except (ValueError, OSError) as e:
+        err, state = e, None
+    distributed.raise_together(err)
+    done, bad, meta, emb = distributed.broadcast_object(state) if distributed.world_size() > 1 else state  # type: ignore[misc]
+    if meta is not None and meta.complete:
+        return meta
+    return _embed_rows(model, dataset, out, n, done, bad, meta, emb, kind, dtype, image_size, batch_size, chunk_rows,
+                       num_workers, device, source, labels, mhash, progress)  # fmt: skip
+
+
+_State = tuple[int, list[int], "EmbeddingMeta | None", "np.memmap[Any, Any] | None"]
+
+
+def _start(
+    out: Path,
+    mhash: str,
+    kind: str,
+    n: int,
+    dtype: str,
+    paths: Sequence[str],
+    labels: Mapping[str, Sequence[str | None]],
+) -> _State:
+    """Rank 0: ``(done, bad_rows, meta, memmap)`` of a previous run to resume, or a fresh start (manifest written).
+
+    Raises:
+        ValueError: ``out`` holds a run of another model/kind/collection.
+    """
     done, bad = 0, []
     emb: np.memmap[Any, Any] | None = None
     meta: EmbeddingMeta | None = None
@@ -213,7 +250,7 @@ def embed_dataset(
             )
         if meta.complete:
             log.info("%s: already complete (%d rows)", out, n)
-            return meta
+            return 0, [], meta, None
         prog = json.loads((out / PROGRESS_FILE).read_text()) if (out / PROGRESS_FILE).is_file() else {}
         done, bad = int(prog.get("done", 0)), list(prog.get("bad_rows", []))
         if done and (out / EMB_FILE).is_file():
@@ -223,45 +260,95 @@ def embed_dataset(
             done, bad = 0, []
     else:
         write_manifest(out / MANIFEST_FILE, paths, labels)
+    if distributed.world_size() > 1:
+        emb = None  # a memmap does not travel; rank 0 reopens it below
+    return done, bad, meta, emb
 
-    loader = DataLoader(
-        _Rows(dataset, range(done, n)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_split_batch,
-    )
-    bar = tqdm(total=n, initial=done, disable=not progress, desc="embed", unit="img")
-    pending = done  # rows [done, pending) are written to the memmap but not yet flushed/recorded
 
-    def record(upto: int) -> None:
-        nonlocal done
-        if emb is not None:
-            emb.flush()
-        _atomic_json(out / PROGRESS_FILE, {"done": upto, "bad_rows": bad})
-        done = upto
-
-    for x, rows, bad_rows in loader:
-        bad.extend(bad_rows)
-        if x is not None:
-            z = pick_embedding(model.embed(x.to(device)), kind).cpu().numpy()
-            if emb is None:
-                emb = np.lib.format.open_memmap(out / EMB_FILE, mode="w+", dtype=dtype, shape=(n, z.shape[1]))
-                meta = EmbeddingMeta(mhash, kind, int(z.shape[1]), dtype, n, image_size, source, list(labels))
-                meta.write(out)
-            emb[rows] = z.astype(dtype)
-        if bad_rows and emb is not None:
-            emb[bad_rows] = 0
-        pending += len(rows) + len(bad_rows)
-        bar.update(len(rows) + len(bad_rows))
-        if pending - done >= chunk_rows:
-            record(pending)
+def _embed_rows(
+    model: Embedder,
+    dataset: Dataset[Any],
+    out: Path,
+    n: int,
+    done: int,
+    bad: list[int],
+    meta: EmbeddingMeta | None,
+    emb: np.memmap[Any, Any] | None,
+    kind: str,
+    dtype: str,
+    image_size: int,
+    batch_size: int,
+    chunk_rows: int,
+    num_workers: int,
+    device: str,
+    source: str,
+    labels: Mapping[str, Sequence[str | None]],
+    mhash: str,
+    progress: bool,
+) -> EmbeddingMeta:
+    """Embed rows ``done..n-1`` chunk by chunk (sharded over ranks); rank 0 writes and records each chunk."""
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    if main and emb is None and done and (out / EMB_FILE).is_file():
+        emb = np.load(out / EMB_FILE, mmap_mode="r+")
+    chunks = [(s, min(s + chunk_rows, n)) for s in range(done, n, chunk_rows)]
+    batches: list[list[int]] = []
+    per_chunk: list[int] = []
+    for s, e in chunks:  # this rank's rows of each chunk, in batches that never cross a chunk boundary
+        mine = list(range(s + rank, e, world))
+        per_chunk.append(len(batches))
+        batches += [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    per_chunk.append(len(batches))
+    loader = DataLoader(_Rows(dataset, range(n)), batch_sampler=batches, num_workers=num_workers,
+                        collate_fn=_split_batch)  # fmt: skip
+    batch_iter = iter(loader)
+    bar = tqdm(total=n, initial=done, disable=not progress or not main, desc="embed", unit="img")
+    for c, (s, e) in enumerate(chunks):
+        rows_c: list[int] = []
+        bad_c: list[int] = []
+        zs: list[NDArray[Any]] = []
+        for _ in range(per_chunk[c + 1] - per_chunk[c]):
+            x, rows, bad_rows = next(batch_iter)
+            bad_c += bad_rows
+            if x is not None:
+                zs.append(pick_embedding(model.embed(x.to(device)), kind).cpu().numpy())
+                rows_c += rows
+        parts = distributed.gather_objects((rows_c, np.concatenate(zs) if zs else None, bad_c))
+        if parts is not None:  # rank 0
+            for rows, z, bad_rows in parts:
+                bad.extend(bad_rows)
+                if z is not None:
+                    if emb is None:
+                        emb = np.lib.format.open_memmap(out / EMB_FILE, mode="w+", dtype=dtype, shape=(n, z.shape[1]))
+                        meta = EmbeddingMeta(mhash, kind, int(z.shape[1]), dtype, n, image_size, source, list(labels))
+                        meta.write(out)
+                    emb[rows] = z.astype(dtype)
+                if bad_rows and emb is not None:
+                    emb[bad_rows] = 0
+            if emb is not None:
+                emb.flush()
+            _atomic_json(out / PROGRESS_FILE, {"done": e, "bad_rows": bad})
+        bar.update(e - s)
     bar.close()
+    err: Exception | None = None
+    if main:
+        try:
+            meta = _finish(out, n, bad, meta, emb)
+        except ValueError as e:
+            err = e
+    distributed.raise_together(err)
+    return distributed.broadcast_object(meta)  # type: ignore[return-value]
+
+
+def _finish(
+    out: Path, n: int, bad: list[int], meta: EmbeddingMeta | None, emb: np.memmap[Any, Any] | None
+) -> EmbeddingMeta:
+    """Rank 0: zero the bad rows, record completion and write the final ``meta.json``."""
     if emb is None or meta is None:
         raise ValueError(f"no readable image among the {n} rows; nothing embedded")
     for r in bad:  # bad rows seen before the memmap existed
         emb[r] = 0
-    record(n)
+    emb.flush()
+    _atomic_json(out / PROGRESS_FILE, {"done": n, "bad_rows": bad})
     meta.bad_rows = sorted(set(bad))
     meta.complete = True
     meta.write(out)
