@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any

@@ -91,7 +91,12 @@ class _StopFlag:
 
 
 def _make_loader(
-    dataset: Dataset[Any], collate: Callable[[list[Any]], Any], data: DataCfg, seed: int, rank: int, world: int,
+    dataset: Dataset[Any],
+    collate: Callable[[list[Any]], Any],
+    data: DataCfg,
+    seed: int,
+    rank: int,
+    world: int,
     keep: int,
 ) -> tuple[DataLoader[Any], ResumableSampler]:
     sampler = ResumableSampler(len(dataset), seed, rank=rank, world_size=world, keep=keep)  # type: ignore[arg-type]

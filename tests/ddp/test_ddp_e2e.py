@@ -143,7 +143,9 @@ def _folder_with_bad(root: Path, n: int = 48, n_bad: int = 6) -> Path:
     return root
 
 
-def test_bad_files_counted_globally_threshold_as_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_files_counted_globally_threshold_as_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Cases 2 and 4: 6 of 48 unreadable. 0.11 refuses in one and in two processes (global count, 6 listed);
     0.2 trains through in two processes (substituted samples: no short batch, no crash) and lists all 6."""
     folder = _folder_with_bad(tmp_path / "imgs")
@@ -153,7 +155,9 @@ def test_bad_files_counted_globally_threshold_as_one_process(tmp_path: Path, cap
     one_err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
     assert len(one_err) == 1 and "6 of 48 files" in one_err[0]
 
-    rc, log = _torchrun([*common, "data.batch_size=4", "data.max_bad_fraction=0.11", f"run.output_dir={tmp_path / 'r'}"])
+    rc, log = _torchrun(
+        [*common, "data.batch_size=4", "data.max_bad_fraction=0.11", f"run.output_dir={tmp_path / 'r'}"]
+    )
     errors = [ln for ln in log.splitlines() if ln.startswith("error: ")]
     assert rc != 0 and errors == one_err, log[-3000:]  # the same single line as one process
     assert "[rank0]: Traceback" not in log and "[rank1]: Traceback" not in log  # (torchrun prints its own)
@@ -161,7 +165,9 @@ def test_bad_files_counted_globally_threshold_as_one_process(tmp_path: Path, cap
     assert report["counts"] == {"not_an_image": 6}
     assert report == json.loads((tmp_path / "one" / "bad_files.json").read_text())  # the same files listed
 
-    rc, log = _torchrun([*common, "data.batch_size=4", "data.max_bad_fraction=0.2", f"run.output_dir={tmp_path / 'ok'}"])
+    rc, log = _torchrun(
+        [*common, "data.batch_size=4", "data.max_bad_fraction=0.2", f"run.output_dir={tmp_path / 'ok'}"]
+    )
     assert rc == 0, log[-3000:]
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["stopped"] == "done" and summary["steps"] == 6  # 48 // 8: every batch full

@@ -27,7 +27,7 @@ CKPT_EVERY = ["run.ckpt_every_steps=1", "run.keep_last=10", "run.deterministic=t
 def _inject(monkeypatch: pytest.MonkeyPatch, calls: set[int], grad_only: bool = False) -> dict[str, int]:
     """Make SimCLR's ``calls``-th training steps (1-based) non-finite; returns the live call counter."""
     real = SimCLR.training_step
-    counter = {"n": 0}
+    counter = {"n": -1}  # call 0 is the engine's side-effect-free probe step (ssl_art.engine.ddp.freeze_unused)
 
     def step(self: SimCLR, views: list[torch.Tensor], progress: float) -> Any:
         out = real(self, views, progress)
