@@ -153,7 +153,7 @@ def broadcast_object(obj: R) -> R:
         return obj
     box: list[Any] = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[no-any-return]
+    return box[0]
 
 
 def barrier() -> None:

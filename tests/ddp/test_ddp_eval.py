@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from ssl_art import distributed
-from ssl_art.data.dataset import BadSample, Substitute
+from ssl_art.data.dataset import BadSample
 from ssl_art.data.loaders import collate
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 
@@ -173,6 +173,8 @@ class _Items(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
 
 def test_bad_samples_are_substituted_so_a_batch_keeps_its_size() -> None:
+    from ssl_art.data.dataset import Substitute
+
     ds = SeededDataset(_Items(), seed=0)
     items = [ds[i] for i in range(6)]
     assert isinstance(items[1], Substitute) and items[1].sample[2] == 3  # next readable after 1 is 3
