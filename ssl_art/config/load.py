@@ -192,7 +192,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    data = _yaml(p.read_text()) or {}
+    try:
+        data = _yaml(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise ConfigError(
+            f"{p}: YAML syntax error{where}: {problem}; fix the file (sections as 'key: value', lists as [a, b])"
+        ) from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections")
     base = data.pop("_base_", None)

@@ -223,7 +223,9 @@ def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
         if found is None:
             raise ValueError(f"{p} holds no fine-tune checkpoint (looked for {', '.join(map(str, cands))})")
         p = found
-    obj = torch.load(p, map_location="cpu", weights_only=False)
+    from ssl_art.checkpoint import load_checkpoint
+
+    obj = load_checkpoint(p)  # verified against its sidecar: a truncated file is a CheckpointError, not a traceback
     if not isinstance(obj, dict) or "spec" not in obj or "model" not in obj:
         raise ValueError(f"{p} is not an ssl_art fine-tune checkpoint (needs 'spec' and 'model')")
     spec = ModelSpec.from_dict(obj["spec"])

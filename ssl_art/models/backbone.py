@@ -56,7 +56,11 @@ class Backbone(nn.Module):
         try:
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         except RuntimeError as e:  # timm raises RuntimeError for unknown names
-            raise ValueError(f"unknown timm backbone '{name}': {e}. See timm.list_models().") from e
+            close = timm.list_models(f"*{name[:4]}*")[:5] if name else []
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise ConfigError(
+                f"model.backbone='{name}' is not a timm model{hint}; pick one from timm.list_models(), e.g. resnet18"
+            ) from e
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(f"timm model '{name}' has no forward_intermediates(); pick a CNN/ViT that has it")
         self.name = name
@@ -96,14 +100,16 @@ def _is_vit(name: str) -> bool:
 
 
 def load_backbone_weights(backbone: Backbone, path: str) -> None:
-    """Load backbone weights from a local file: a raw timm state dict or an ssl_art checkpoint.
+    """Load backbone weights from a local file: ``.safetensors``, a raw timm state dict or an ssl_art checkpoint.
 
-    Missing and unexpected keys are reported; an architecture mismatch is an error, never silently ignored.
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+    downloaded file cannot run code. Missing and unexpected keys are reported; an architecture mismatch is an
+    error, never silently ignored.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model.init_checkpoint: no such file {p}")
-    obj = torch.load(p, map_location="cpu", weights_only=False)
+    obj = read_weights(p)
     state = obj.get("model", obj) if isinstance(obj, dict) else obj
     # ssl_art checkpoints store the whole student; keep the backbone's own keys
     prefixes = ("backbone.model.", "model.", "backbone.")
@@ -132,6 +138,27 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
         raise ConfigError(f"model.init_checkpoint {p}: {len(missing)} backbone weights missing ({missing[:5]}): {fix}")
     backbone.model.load_state_dict(picked, strict=True)
     log.info("loaded %d backbone tensors from %s", len(picked), p)
+
+
+def read_weights(p: Path) -> Any:
+    """The tensors of a ``.safetensors`` file, or a ``.pt`` loaded with ``weights_only=True`` (no code runs).
+
+    Raises:
+        ConfigError: the file holds pickled code or objects other than tensors and plain containers.
+    """
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p), device="cpu")
+    import pickle
+
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(
+            f"model.init_checkpoint {p} holds pickled objects beyond tensors; it was refused because loading it "
+            "could run code. Use a .safetensors file (`ssl-art export RUN --format safetensors`) or a plain state dict"
+        ) from e
 
 
 def _stored_backbone(obj: Any) -> str:
