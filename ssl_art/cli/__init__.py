@@ -107,9 +107,16 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``ssl-art``: returns the exit status (0, 1 data/checkpoint error, 2 config error)."""
+    """Console entry point ``ssl-art``: returns 0, or raises ``SystemExit`` with 1 (data, checkpoint) or 2 (config).
+
+    A failed command has already printed its one ``error: ...`` line; ``SystemExit`` (as argparse does) lets
+    callers in the same process tell failure from success without parsing stderr.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    return guarded(lambda: _dispatch(argv))
+    code = guarded(lambda: _dispatch(argv))
+    if code:
+        raise SystemExit(code)
+    return 0
 
 
 __all__ = ["EXAMPLES", "build_parser", "main", "set_threads"]

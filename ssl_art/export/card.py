@@ -49,7 +49,20 @@ def made_by(run: Path) -> str:
     return f"ssl-art pretrain --config {run / 'config.yaml'}"
 
 
-def model_card(cfg: PretrainConfig, run: Path, arch: str, step: int | None, files: list[str]) -> str:
+def trained(run: Path, cfg: PretrainConfig) -> str:
+    """``optim.epochs`` as configured, and what the run's ``summary.json`` says was trained."""
+    text = f"{cfg.optim.epochs} configured"
+    f = run / "summary.json"
+    try:
+        s = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        s = {}
+    if "steps" in s and "epochs" in s:
+        text += f"; trained {s['steps']} steps ({float(s['epochs']):.3g} epochs)"
+    return text
+
+
+def model_card(cfg: PretrainConfig, run: Path, arch: str, files: list[str]) -> str:
     """Markdown model card of an exported backbone."""
     data = cfg.data.path or f"the packaged synthetic art collection ({cfg.data.synthetic_size} images)"
     metrics = held_in_metrics(run)
@@ -64,7 +77,7 @@ def model_card(cfg: PretrainConfig, run: Path, arch: str, step: int | None, file
         f"| method | `{cfg.method}` |",
         f"| data | {data} |",
         f"| image size | {cfg.data.image_size} |",
-        f"| epochs | {cfg.optim.epochs}" + (f" (stopped at step {step})" if step is not None else "") + " |",
+        f"| epochs | {trained(run, cfg)} |",
         f"| files | {', '.join(f'`{f}`' for f in files)} |",
         "",
         "## Held-in metrics",
@@ -81,6 +94,8 @@ def model_card(cfg: PretrainConfig, run: Path, arch: str, step: int | None, file
         "",
         "```python",
         "import timm",
+        'model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER", pretrained=True)  # reads config.json',
+        "# or, with the weights file alone:",
         f'model = timm.create_model("{arch}", pretrained=True, num_classes=0,',
         '                          pretrained_cfg_overlay=dict(file="model.safetensors"))',
         "```",

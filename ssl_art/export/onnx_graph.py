@@ -7,7 +7,10 @@ Inputs are preprocessed as in ssl_art's eval transform (resize + centre crop to 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +60,26 @@ def export_onnx(path: str, out: str | Path, kind: str = "auto") -> dict[str, Any
     model = EmbedOne(method, kind).eval()
     x = torch.randn(2, 3, size, size)
     file = dest / "embedder.onnx"
-    torch.onnx.export(
-        model,
-        (x,),
-        str(file),
-        input_names=["images"],
-        output_names=["embedding"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        dynamo=True,
-        verbose=False,
-    )
+    quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)  # the exporter's pass-by-pass INFO lines are not for users
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # "[torch.onnx] Obtain model graph ..." progress lines
+            torch.onnx.export(
+                model,
+                (x,),
+                str(file),
+                input_names=["images"],
+                output_names=["embedding"],
+                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                dynamo=True,
+                external_data=False,  # one self-contained file (backbones here are far below ONNX's 2 GB limit)
+                verbose=False,
+            )
+    finally:
+        for q, lv in zip(quiet, levels):
+            q.setLevel(lv)
     info = {"embedding": kind, "input_size": [3, size, size], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     (dest / "embedder.json").write_text(json.dumps(info, indent=1))
     return {"dir": str(dest), "onnx": str(file), **info}

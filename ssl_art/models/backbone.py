@@ -140,6 +140,17 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
     log.info("loaded %d backbone tensors from %s", len(picked), p)
 
 
+def _checkpoint_globals() -> list[Any]:
+    """Data-only types an ssl_art training checkpoint holds besides tensors: NumPy RNG state, the bad-file report."""
+    import numpy as np
+
+    from ssl_art.data.decode import BadFileReport
+
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy's array unpickler (numpy.core or numpy._core by version)
+    dtypes = [type(np.dtype(t)) for t in ("uint32", "int64", "float32", "float64")]
+    return [reconstruct, np.ndarray, np.dtype, *dtypes, BadFileReport]
+
+
 def read_weights(p: Path) -> Any:
     """The tensors of a ``.safetensors`` file, or a ``.pt`` loaded with ``weights_only=True`` (no code runs).
 
@@ -153,7 +164,8 @@ def read_weights(p: Path) -> Any:
     import pickle
 
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_checkpoint_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ConfigError(
             f"model.init_checkpoint {p} holds pickled objects beyond tensors; it was refused because loading it "
