@@ -147,10 +147,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     amp = amp_dtype(cfg.run.amp, device)
     columns = list(cfg.ft.label_columns) or [cfg.data.label_column]
     label_map = read_label_map(cfg.ft.label_map) if cfg.ft.label_map else {}
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
     coll = remap_collection(build_collection(cfg.data, cfg.run.seed), label_map)
+    backbone = _initial_backbone(cfg)  # a missing/truncated checkpoint or unknown backbone stops here
     out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config_to_dict(cfg))
     setup_logging(out)
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
     warnings = [RANDOM_INIT_WARNING] if random_init(cfg) else []
     for w in warnings:
         log.warning("%s", w)
@@ -177,7 +178,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     size = cfg.data.image_size
     train_tf, eval_tf = build_view_transform(cfg.data.aug, size), build_eval_transform(size)
-    backbone = _initial_backbone(cfg)
     spec = ModelSpec(
         kind="classifier",
         backbone=backbone.name,
