@@ -33,7 +33,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def add_parsers(sub: Any) -> None:
     """Add ``export`` to ``sub``."""
     summary = "export a pretraining run's backbone: timm/safetensors weights + model card, or the ONNX embedder"
-    p = sub.add_parser("export", help=summary, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "export", help=summary, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("run", help="pretraining run folder or checkpoint (.pt)")
     p.add_argument("--format", default="timm", choices=("timm", "safetensors", "onnx"))
     p.add_argument("--out", required=True, help="output folder")

@@ -252,8 +252,6 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     serve(index, model, host=args.host, port=args.port, k=args.k or _cfg(args).k)
 
 
-
-
 def _sub(sub: Any, name: str, summary: str, **kw: Any) -> argparse.ArgumentParser:
     """A subparser whose help and description are ``summary`` (shown in ``ssl-art --help`` and ``CMD --help``)."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary, **kw)

@@ -83,8 +83,8 @@ def _run_finetune(cfg: FinetuneConfig) -> int:
     return 0
 
 
-_RUN_UNREAD = ("run.amp", "run.ckpt_every_steps", "run.keep_last", "run.log_every", "run.time_budget_s")
-_RUN_UNREAD += ("run.budget_clock", "run.max_nonfinite")
+_RUN_UNREAD: tuple[str, ...] = ("run.amp", "run.ckpt_every_steps", "run.keep_last", "run.log_every")
+_RUN_UNREAD += ("run.time_budget_s", "run.budget_clock", "run.max_nonfinite")
 
 STAGES: dict[str, Stage] = {
     "pretrain": Stage(
@@ -150,7 +150,7 @@ def config_from_args(stage: Stage, args: argparse.Namespace) -> Any:
     _register_stage_choices(stage.name)
     values: dict[str, Any] = load_yaml(resolve_config(args.config, stage.name)) if args.config else {}
     items = list(args.overrides) + [f"{f.key}={v}" for f in stage.flags if (v := getattr(args, f.key)) is not None]
-    cfg = config_from_dict(stage.cls, deep_merge(values, parse_overrides(items)))
+    cfg: Any = config_from_dict(stage.cls, deep_merge(values, parse_overrides(items)))
     validate(cfg)
     return cfg
 

@@ -47,7 +47,8 @@ def export_timm(path: str, out: str | Path, card: bool = True) -> dict[str, str]
     dest.mkdir(parents=True, exist_ok=True)
     model_config = {"pretrained_cfg": {"tag": f"ssl_art_{cfg.method}", "license": "", "origin_url": str(path)}}
     save_for_hf(timm_model, str(dest), model_config, safe_serialization=True, data_config=data_config)
-    res = {"dir": str(dest), "arch": arch, "weights": str(dest / "model.safetensors"), "config": str(dest / "config.json")}
+    res = {"dir": str(dest), "arch": arch, "weights": str(dest / "model.safetensors")}
+    res["config"] = str(dest / "config.json")
     if card:
         text = model_card(cfg, run_folder(path), arch, ["model.safetensors", "config.json"])
         (dest / "README.md").write_text(text)

@@ -19,7 +19,10 @@ import pytest
 from ssl_art.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ["--device", "cpu", "data.synthetic_size=24", "data.batch_size=8", "data.num_workers=0", "data.image_size=32", "data.synthetic_image_size=32"]
+FAST = [
+    "--device", "cpu", "data.synthetic_size=24", "data.batch_size=8", "data.num_workers=0", "data.image_size=32",
+    "data.synthetic_image_size=32",
+]  # fmt: skip
 
 LIN = [*FAST, "eval.folds=2", "eval.knn_k=5"]
 
