@@ -122,3 +122,9 @@ def test_main_script_help_is_the_same_command() -> None:
     assert res.returncode == 0, res.stderr
     assert "optim.lr=0.0005" in res.stdout and "run.output_dir=runs/finetune" in res.stdout
     assert callable(main_finetune.main)
+
+
+def test_every_pretrain_and_linear_key_is_explained() -> None:
+    for cfg, exclude in ((PretrainConfig(), ("eval.*",)), (LinearConfig(), ("data.aug.*", "dist.*"))):
+        bare = [k.key for k in key_help(cfg, exclude) if not k.comment]
+        assert bare == [], bare
