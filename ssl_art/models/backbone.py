@@ -59,7 +59,8 @@ class Backbone(nn.Module):
             close = timm.list_models(f"*{name[:4]}*")[:5] if name else []
             hint = f" (close: {', '.join(close)})" if close else ""
             raise ConfigError(
-                f"model.backbone='{name}' is not a timm model{hint}; pick one from timm.list_models(), e.g. resnet18"
+                f"unknown timm backbone '{name}'{hint}; set model.backbone (--backbone) to a name from "
+                "timm.list_models(), e.g. resnet18"
             ) from e
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(f"timm model '{name}' has no forward_intermediates(); pick a CNN/ViT that has it")
