@@ -209,28 +209,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _help_lines(cls: type, prefix: str = "") -> list[str]:
-    lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += _help_lines(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-        else:
-            factory: Any = f.default_factory
-            default = f.default if f.default is not dataclasses.MISSING else factory()
-            choices = _CHOICES.get(prefix + f.name)
-            extra = f"  [{'|'.join(choices)}]" if choices else ""
-            lines.append(f"  {prefix}{f.name} = {default!r}{extra}")
-    return lines
-
-
 def load_config(cls: type[T], argv: list[str] | None = None, description: str = "") -> T:
-    """Parse ``--config FILE`` and ``key=value`` overrides into ``cls``; ``--help`` lists every key with its default."""
+    """Parse ``--config FILE`` and ``key=value`` overrides into ``cls``; ``--help`` lists every key with its default.
+
+    The help is :func:`ssl_art.config.help.options_help` of ``cls()``: this config's real defaults and the schema's
+    comments (``ssl-art`` stages use the same text, limited to the keys each stage reads).
+    """
+    from ssl_art.config.help import options_help  # help reads this module's choice table
+
     parser = argparse.ArgumentParser(
         description=description or cls.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="options (override as key=value, e.g. optim.lr=0.1):\n" + "\n".join(_help_lines(cls)),
+        epilog=options_help(cls()),
     )
     parser.add_argument("--config", default="", help="YAML config file (keys as below)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
