@@ -41,7 +41,7 @@ _COMMON = (
     Flag(("--backbone",), "model.backbone", "timm model name"),
     Flag(("--image-size",), "data.image_size", "input side in pixels"),
     Flag(("--batch-size",), "data.batch_size", "images per batch"),
-    Flag(("--overwrite",), "run.overwrite", "replace the ssl_art run already in the run folder", const="true"),
+    Flag(("--overwrite",), "run.overwrite", "reuse a run folder that holds an ssl_art run", const="true"),
 )
 _TRAIN = (
     Flag(("--epochs",), "optim.epochs", "training epochs"),
