@@ -15,14 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds this machine class serves from local disk
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev,viz]"
+	$(BIN)/pip install -q -e ".[dev,viz,export]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python main_pretrain.py --config configs/pretrain/demo.yaml run.output_dir=$(DEMO_DIR) run.overwrite=true \
-		$(if $(DATA),data.path=$(DATA),)
-	$(BIN)/python main_linear.py --config configs/linear/default.yaml eval.checkpoint=$(DEMO_DIR) \
-		run.output_dir=$(DEMO_DIR)/eval run.overwrite=true $(if $(DATA),eval.train_path=$(DATA),)
+	$(BIN)/ssl-art pretrain --config demo --out $(DEMO_DIR) --overwrite $(if $(DATA),--data $(DATA),)
+	$(BIN)/ssl-art linear --config linear/default --checkpoint $(DEMO_DIR) --out $(DEMO_DIR)/eval --overwrite \
+		$(if $(DATA),eval.train_path=$(DATA),)
 	@echo "run directory: $(DEMO_DIR)  (tensorboard --logdir $(DEMO_DIR))"
 
 test: $(STAMP)

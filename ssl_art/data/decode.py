@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ssl_art.runtime.errors import TooManyBadFilesError
@@ -224,3 +225,7 @@ class BadFileReport:
                 f"{self.total} of {n_total} files ({frac:.1%}) are unreadable, more than the allowed "
                 f"{max_fraction:.1%} (data.max_bad_fraction):\n{self.summary()}"
             )
+
+
+# a training checkpoint stores the report; allow it under torch.load(weights_only=True) (model.init_checkpoint)
+torch.serialization.add_safe_globals([BadFileReport])
