@@ -36,8 +36,8 @@ EXAMPLES = """examples:
   ssl-art plot map --embeddings emb/art --out docs/umap.png
   #    ... and Grad-CAM heatmaps of a fine-tuned classifier
   ssl-art plot gradcam --checkpoint runs/ft/checkpoints/best.pt img1.jpg img2.jpg --out docs/gradcam.png
-  # 7. web page: upload or pick an image -> nearest-style works
-  ssl-art serve --index idx/art --checkpoint runs/art/checkpoints/last.pt --port 8000
+  # 7. web app + JSON API: drop a painting -> style labels, Grad-CAM, most similar works (either part alone works)
+  ssl-art serve --classifier runs/ft --index idx/art --port 8000
 """
 
 
@@ -211,11 +211,16 @@ def cmd_plot_gradcam(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from ssl_art.app.server import serve
-    from ssl_art.retrieval.index import RetrievalIndex
-
-    index = RetrievalIndex.load(args.index)
-    serve(index, _load_model(args, index.meta.image_size), host=args.host, port=args.port, k=args.k)
+    try:
+        from ssl_art.app.server import ServeSettings, load_state, serve
+    except ImportError as e:
+        raise ValueError(f"the web app needs the serve extra: pip install 'ssl_art[serve]' ({e})") from e
+    if not args.classifier and not args.index:
+        raise ValueError("give --classifier RUN (fine-tuned run folder or checkpoint), --index DIR, or both")
+    state = load_state(args.classifier, args.index, args.checkpoint, args.backbone, args.model_seed, args.max_pixels)
+    names = ("host", "port", "workers", "queue", "inference_timeout", "max_upload_mb", "max_pixels")
+    names += ("request_timeout", "keep_alive", "max_connections")
+    serve(state, ServeSettings(**{n: getattr(args, n) for n in names}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,12 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-images", type=int, default=8)
     g.set_defaults(func=cmd_plot_gradcam)
 
-    p = sub.add_parser("serve", help="web page: upload/pick an image -> nearest-style works")
+    p = sub.add_parser("serve", help="web app + JSON API: style labels, Grad-CAM and similar works (ssl_art.app)")
     _model_args(p)
-    p.add_argument("--index", required=True)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--classifier", default="", help="fine-tune run folder or checkpoint (labels + Grad-CAM)")
+    p.add_argument("--index", default="", help="index folder from `ssl-art index build` (similar works)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("-k", type=int, default=12)
+    p.add_argument("--workers", type=int, default=2, help="inference threads")
+    p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker; more get 503")
+    p.add_argument("--inference-timeout", type=float, default=60.0, help="seconds per request before 504")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (413 above)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest uploaded image (width*height)")
+    p.add_argument("--request-timeout", type=float, default=30.0, help="seconds to send a complete request")
+    p.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection stays open")
+    p.add_argument("--max-connections", type=int, default=512, help="open connections; more get 503")
     p.set_defaults(func=cmd_serve)
     return ap
 
@@ -340,9 +353,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if args.threads:
         set_threads(args.threads)
+    from ssl_art.data.decode import BadImageError
+
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, BadImageError) as e:
         print(f"ssl-art: error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
 
