@@ -46,7 +46,8 @@ def works(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def index_dir(tmp_path_factory: pytest.TempPathFactory, works: Path, tiny_model: Any) -> Path:
     out = tmp_path_factory.mktemp("app_index")
-    embed_collection(tiny_model, str(works), out / "emb", image_size=32, batch_size=6, progress=False)
+    src = f"random:{BACKBONE}:seed0"  # what `ssl-art embed --backbone` records; serve rebuilds the model from it
+    embed_collection(tiny_model, str(works), out / "emb", image_size=32, batch_size=6, progress=False, source=src)
     RetrievalIndex.build(out / "emb").save(out / "idx")
     return out / "idx"
 
