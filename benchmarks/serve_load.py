@@ -140,7 +140,9 @@ async def run_load(base: str, uploads: list[bytes], n: int, conc: int, n_works: 
         "p50_ms": round(pct(every, 50), 1),
         "p99_ms": round(pct(every, 99), 1),
         "max_ms": round(max(every) * 1000, 1) if every else None,
-        "per_kind": {k: {"n": len(v), "p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)} for k, v in lat.items()},
+        "per_kind": {
+            k: {"n": len(v), "p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)} for k, v in lat.items()
+        },
         "idle_connections_held": idle,
         "idle_still_open_at_end": still_open,
         "pool_after": health["pool"],
@@ -186,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 except httpx.HTTPError:
                     pass
                 if server.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-2000:] if server.stderr else ''}")
+                    raise SystemExit(
+                        f"server did not start: {server.stderr.read().decode()[-2000:] if server.stderr else ''}"
+                    )
                 time.sleep(0.2)
             before = proc_status(server.pid)
             report = asyncio.run(run_load(base, uploads, args.requests, args.concurrency, n_works, args.idle))
@@ -195,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 "server_rss_start_mib": before["VmRSS"],
                 "server_peak_rss_mib": after["VmHWM"],
                 "server_threads": after["Threads"],
-                "fixture": "given" if args.classifier and args.index else f"{args.backbone} @ {args.image_size}px, {n_works} works",
+                "fixture": "given"
+                if args.classifier and args.index
+                else f"{args.backbone} @ {args.image_size}px, {n_works} works",
                 "server_workers": args.workers,
                 "server_threads_flag": args.threads,
                 "cpus": os.cpu_count(),

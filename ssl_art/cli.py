@@ -218,9 +218,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not args.classifier and not args.index:
         raise ValueError("give --classifier RUN (fine-tuned run folder or checkpoint), --index DIR, or both")
     state = load_state(args.classifier, args.index, args.checkpoint, args.backbone, args.model_seed, args.max_pixels)
-    names = ("host", "port", "workers", "queue", "inference_timeout", "max_upload_mb", "max_pixels")
-    names += ("request_timeout", "keep_alive", "max_connections")
-    serve(state, ServeSettings(**{n: getattr(args, n) for n in names}))
+    names = "host port workers queue inference_timeout max_upload_mb max_pixels request_timeout keep_alive"
+    names += " max_connections"
+    serve(state, ServeSettings(**{n: getattr(args, n) for n in names.split()}))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,9 +93,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "bad request parameter: " + "; ".join(parts)
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503, 504)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503, 504)}
 
 
 def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 << 20, retry_after: int = 2) -> Any:

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one HTML/JS/CSS string: its lines are page source, not Python)
 """The single-page UI as one HTML string (no build step, no external assets): upload -> labels, Grad-CAM, neighbours.
 
 The page asks ``/api/health`` what is loaded and shows only those panels (classifier only, index only, or both).

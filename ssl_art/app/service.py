@@ -191,7 +191,7 @@ class SimilarService:
             raise BadImageError(e.kind, f"work {row} ({Path(path).name})", e.kind.replace("_", " ")) from e
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, skip: int, k: int) -> list[dict[str, Any]]:
-        hits = []
+        hits: list[dict[str, Any]] = []
         for s, r in zip(scores, rows):
             if r < 0 or r == skip:
                 continue

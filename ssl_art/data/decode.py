@@ -149,7 +149,9 @@ def check_geometry(
         )
 
 
-def decode_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> Image.Image:
+def decode_bytes(
+    data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT
+) -> Image.Image:
     """Decode an in-memory image (an upload) exactly like :func:`load_image` decodes a file.
 
     Args:

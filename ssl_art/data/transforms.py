@@ -60,7 +60,9 @@ class SizeGuard:
         return image
 
     def __repr__(self) -> str:
-        return f"SizeGuard(side={self.side}, max_aspect={self.max_aspect}, max_resized_pixels={self.max_resized_pixels})"
+        return (
+            f"SizeGuard(side={self.side}, max_aspect={self.max_aspect}, max_resized_pixels={self.max_resized_pixels})"
+        )
 
 
 def build_eval_transform(image_size: int) -> Transform:

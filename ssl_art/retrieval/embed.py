@@ -9,8 +9,9 @@ the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``
 model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
 ``bad_rows`` and are left out of the index. The manifest's row count and SHA-256 are recorded in ``meta.json`` and
 checked by :func:`open_embeddings` (and by the index at build and load time), so a truncated, emptied, column-less or
-shuffled manifest is a clear error naming the file instead of a crash or silently wrong labels. The model side (what an embedder is, the random-init baseline, the
-hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder`.
+shuffled manifest is a clear error naming the file instead of a crash or silently wrong labels. The model side
+(what an embedder is, the random-init baseline, the hash, query-image embedding) lives in
+:mod:`ssl_art.retrieval.embedder`.
 """
 
 from __future__ import annotations

@@ -287,7 +287,10 @@ class RetrievalIndex:
                 "checkpoint, or re-run `ssl-art embed` and `ssl-art index build` with this one."
             )
         paths, labels = verify_manifest(
-            f / MANIFEST_FILE, int(info.get("manifest_rows", meta.n)), info.get("manifest_sha256", ""), f"{f / INFO_FILE}"
+            f / MANIFEST_FILE,
+            int(info.get("manifest_rows", meta.n)),
+            info.get("manifest_sha256", ""),
+            f"{f / INFO_FILE}",
         )
         emb_dir = Path(info["emb_dir"]) if info.get("emb_dir") else None
         index = faiss.read_index(str(f / INDEX_FILE))

@@ -178,7 +178,9 @@ def test_unknown_rows_routes_and_missing_features_are_404(make_client: MakeClien
     assert only_clf.get("/api/health").json()["index"] is None
 
 
-def test_unexpected_failure_is_a_generic_500_json(make_client: MakeClient, similar: SimilarService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_failure_is_a_generic_500_json(
+    make_client: MakeClient, similar: SimilarService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*a: Any) -> None:
         raise RuntimeError("secret /srv/internal/state")
 
@@ -229,7 +231,9 @@ def test_overload_is_503_with_retry_after_and_others_keep_flowing(
     assert c.get("/api/health").json()["pool"]["refused"] == 1
 
 
-def test_slow_job_times_out_as_504(make_client: MakeClient, classifier: ClassifierService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_job_times_out_as_504(
+    make_client: MakeClient, classifier: ClassifierService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = make_client(timeout=0.3)
     started, release = _block(monkeypatch, classifier)
     try:

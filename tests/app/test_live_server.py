@@ -55,7 +55,7 @@ def _closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
             if not chunk:
                 return True, got
             got += chunk
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False, got
     except ConnectionResetError:
         return True, got

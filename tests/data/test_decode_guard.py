@@ -90,9 +90,9 @@ def test_training_and_embedding_datasets_mark_a_strip_as_bad(tmp_path: Path) -> 
 
 def test_embedding_a_collection_with_a_strip_keeps_it_out(tmp_path: Path) -> None:
     # issue 14: 42 images plus one 1x8000 file peaked at 2.7 GB while embedding; now the strip is a bad row
-    from tests.conftest import BACKBONE, make_image_tree
     from ssl_art.retrieval.embed import embed_collection
     from ssl_art.retrieval.embedder import BackboneEmbedder
+    from tests.conftest import BACKBONE, make_image_tree
 
     root = make_image_tree(tmp_path / "coll", n_per_class=2)
     strip = _strip(root / "red" / "zz_strip.png", 1, 8000)
