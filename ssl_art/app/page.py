@@ -27,9 +27,9 @@ flex-wrap:wrap;background:var(--bg);cursor:pointer} #drop.over{border-color:var(
 width:.9em;height:.9em;margin-right:.5em;border:2px solid var(--bar);border-right-color:transparent;border-radius:50%;
 animation:spin .8s linear infinite;vertical-align:-2px} @keyframes spin{to{transform:rotate(360deg)}}
 #error{color:var(--err);font-weight:600;min-height:1.2em;white-space:pre-wrap}
-.panels{display:grid;grid-template-columns:minmax(260px,1fr) 2fr;gap:1.2rem}
+.panels{display:grid;grid-template-columns:minmax(300px,1fr) 2fr;gap:1.2rem}
 @media (max-width:760px){.panels{grid-template-columns:1fr}}
-.head{margin-bottom:.8rem} .row{display:grid;grid-template-columns:minmax(6rem,40%) 1fr 3.2rem;gap:.4rem;
+.head{margin-bottom:.8rem} .row{display:grid;grid-template-columns:minmax(6rem,52%) 1fr 3.2rem;gap:.4rem;
 align-items:center;font-size:.9rem;margin:.15rem 0} .track{background:#e3e3e8;border-radius:4px;height:.8rem}
 .fill{background:var(--bar);height:100%;border-radius:4px} .lab{overflow-wrap:anywhere}
 #cam img{width:100%;max-width:320px;border-radius:6px;image-rendering:auto}
@@ -126,7 +126,7 @@ async function queryRow(row) {
 async function start() {
   try { health = await api("/api/health"); } catch (e) { showError(e.message); $("info").textContent = ""; return; }
   const parts = [];
-  if (health.classifier) { $("clfPanel").hidden = false; parts.push("classifier " + health.classifier.name + " (" +
+  if (health.classifier) { $("clfPanel").hidden = false; parts.push("classifier \u201c" + health.classifier.name + "\u201d (" +
     health.classifier.heads.map((h) => h.name + ": " + h.classes + " classes").join(", ") + ")"); }
   if (health.index) { $("simPanel").hidden = false; parts.push(health.index.works + " works, " + health.index.embedding +
     " embedding, " + health.index.index + " index"); }
