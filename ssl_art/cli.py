@@ -219,7 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise ValueError("give --classifier RUN (fine-tuned run folder or checkpoint), --index DIR, or both")
     state = load_state(args.classifier, args.index, args.checkpoint, args.backbone, args.model_seed, args.max_pixels)
     names = "host port workers queue inference_timeout max_upload_mb max_pixels request_timeout keep_alive"
-    names += " max_connections"
+    names += " max_connections light_workers light_queue"
     serve(state, ServeSettings(**{n: getattr(args, n) for n in names.split()}))
 
 
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=2, help="inference threads")
     p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker; more get 503")
+    p.add_argument("--light-workers", type=int, default=2, help="threads for similar-by-row and thumbnails")
+    p.add_argument("--light-queue", type=int, default=64, help="browsing requests that may wait; more get 503")
     p.add_argument("--inference-timeout", type=float, default=60.0, help="seconds per request before 504")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (413 above)")
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest uploaded image (width*height)")

@@ -96,8 +96,24 @@ def _validation_message(exc: RequestValidationError) -> str:
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503, 504)}
 
 
-def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 << 20, retry_after: int = 2) -> Any:
-    """The ASGI application (FastAPI wrapped in the request-size limit) serving ``state`` through ``pool``."""
+def create_app(
+    state: AppState,
+    pool: InferencePool,
+    max_upload_bytes: int = 20 << 20,
+    retry_after: int = 2,
+    light: InferencePool | None = None,
+) -> Any:
+    """The ASGI application (FastAPI wrapped in the request-size limit).
+
+    Args:
+        state: what is served.
+        pool: runs uploads (decode + model forward, Grad-CAM) and classification of collection works.
+        max_upload_bytes: request body limit.
+        retry_after: seconds, in ``503`` answers.
+        light: a second bounded pool for cheap work that needs no model forward when the stored vectors exist --
+            similar-by-row and thumbnails -- so browsing the collection never waits behind uploads (default ``pool``).
+    """
+    light = light or pool
     app = FastAPI(
         title="ssl_art", summary="Style of a painting, why, and the most similar works", version="1", responses=ERRORS
     )
@@ -119,9 +135,9 @@ def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 
         log.exception("unexpected error on %s", _r.url.path)
         return error(500, "internal server error; the details are in the server log")
 
-    async def run(fn: Any, *args: Any) -> Any:
+    async def run(fn: Any, *args: Any, on: InferencePool = pool) -> Any:
         try:
-            return await pool.run(fn, *args)
+            return await on.run(fn, *args)
         except Overloaded as e:
             raise _Fail(503, f"server busy ({e}); retry in {retry_after} s", {"Retry-After": str(retry_after)}) from e
         except InferenceTimeout as e:
@@ -157,6 +173,7 @@ def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 
             "classifier": state.classifier.info() if state.classifier else None,
             "index": state.similar.info() if state.similar else None,
             "pool": pool.stats(),
+            "light_pool": light.stats(),
         }
 
     @app.post("/api/classify", response_model=Classification)
@@ -189,7 +206,7 @@ def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 
         if sim is None:
             raise _Fail(404, "no index is loaded: start the server with --index DIR")
         if row is not None:
-            hits = await run(sim.by_row, row, k)
+            hits = await run(sim.by_row, row, k, on=light)
             return {"query": f"work {row}", "hits": hits}
         data, name = await upload(image)
         hits = await run(lambda: sim.by_image(state.limits.decode(data, name), k))
@@ -212,7 +229,7 @@ def create_app(state: AppState, pool: InferencePool, max_upload_bytes: int = 20 
         sim = state.similar
         if sim is None:
             raise _Fail(404, "no index is loaded: start the server with --index DIR")
-        data = await run(sim.thumb, row)
+        data = await run(sim.thumb, row, on=light)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     return BodyLimit(app, max_upload_bytes)

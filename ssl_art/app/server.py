@@ -7,7 +7,8 @@ connects and sends nothing (or trickles a header) held its slot forever -- and m
 ``Content-Length``...) is answered with a JSON ``400`` instead of plain text. Idle keep-alive connections close
 after ``keep_alive`` seconds, ``max_connections`` bounds open connections (uvicorn answers ``503`` beyond it),
 request bodies are capped by :class:`~ssl_art.app.limits.BodyLimit` and inference runs in the bounded
-:class:`~ssl_art.app.workers.InferencePool`.
+:class:`~ssl_art.app.workers.InferencePool` (uploads), with a second one for the cheap work of browsing the
+collection (similar-by-row from stored vectors, thumbnails), so clicking a neighbour never queues behind uploads.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class ServeSettings:
     port: int = 8000
     workers: int = 2  # inference threads
     queue: int = 16  # requests allowed to wait for a worker; beyond: 503 + Retry-After
+    light_workers: int = 2  # threads for similar-by-row and thumbnails (no model forward, never behind uploads)
+    light_queue: int = 64
     inference_timeout: float = 60.0  # seconds per job before 504
     max_upload_mb: float = 20.0  # request body limit (413 above)
     max_pixels: int = 50_000_000  # upload decode guard: width * height
@@ -142,7 +145,8 @@ def load_state(
 def make_server(state: AppState, settings: ServeSettings) -> tuple[Server, Any]:
     """A configured uvicorn ``Server`` (not started; ``server.run(sockets=[...])`` serves a bound socket)."""
     pool = InferencePool(settings.workers, settings.queue, settings.inference_timeout)
-    app = create_app(state, pool, int(settings.max_upload_mb * 2**20), settings.retry_after)
+    light = InferencePool(settings.light_workers, settings.light_queue, settings.inference_timeout)
+    app = create_app(state, pool, int(settings.max_upload_mb * 2**20), settings.retry_after, light)
     protocol = type("Protocol", (TimedH11Protocol,), {"request_timeout": settings.request_timeout})
     config = Config(
         app,

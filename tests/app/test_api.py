@@ -251,3 +251,25 @@ def test_pool_rejects_bad_sizes() -> None:
 
 def test_health_json_is_plain(make_client: MakeClient) -> None:
     assert json.loads(make_client().get("/api/health").text)["pool"]["workers"] == 2
+
+
+def test_browsing_uses_its_own_pool_and_never_waits_behind_uploads(
+    make_client: MakeClient, classifier: ClassifierService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssl_art.app.workers import InferencePool
+
+    light = InferencePool(1, 4)
+    c = make_client(workers=1, queue=0, light=light)
+    started, release = _block(monkeypatch, classifier)
+    th = threading.Thread(target=lambda: c.post("/api/classify", files=files(png_bytes(30, 30))))
+    th.start()
+    try:
+        assert started.wait(30)
+        assert_error(c.post("/api/similar", files=files(png_bytes(30, 30))), 503, "busy")  # uploads: pool full
+        assert c.post("/api/similar?row=1&k=3").status_code == 200  # browsing: its own pool
+        assert c.get("/api/works/1/thumb").status_code == 200
+        assert c.get("/api/health").json()["light_pool"]["workers"] == 1
+    finally:
+        release.set()
+        th.join(30)
+        light.shutdown()
