@@ -6,7 +6,8 @@ The preprocessing is :func:`~ssl_art.data.build_eval_transform` at the image siz
 same function fine-tuning evaluated with, so there is no train/serve skew. Several checkpoints are soft-voted
 (weighted by their stored val score with ``--weighting val``); a gated checkpoint predicts with its calibrated
 routing and also reports whether each image used the expensive branch. Serving code: imports models and data,
-never the engine. The command line lives in :mod:`ssl_art.cli.predict`; ``python -m ssl_art.predict`` is a shim.
+never the engine. The command line is ``ssl-art predict`` (:mod:`ssl_art.cli.predict`); the old
+``python -m ssl_art.predict`` names it.
 """
 
 from __future__ import annotations

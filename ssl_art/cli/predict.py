@@ -1,7 +1,7 @@
 """``ssl-art predict CKPT [CKPT ...] INPUT``: top-k labels of fine-tuned checkpoints as CSV or JSON.
 
 A thin wrapper of :func:`ssl_art.predict.predict` (soft-voted ensembles, gated routing reported per image);
-``python -m ssl_art.predict`` is kept as a one-line shim of this command.
+The old ``python -m ssl_art.predict`` prints one line naming this command.
 """
 
 from __future__ import annotations

@@ -236,13 +236,18 @@ def _cmd_plot_gradcam(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from ssl_art.app.server import serve
-    from ssl_art.retrieval.index import RetrievalIndex
-
+    try:
+        from ssl_art.app.server import ServeSettings, load_state, serve
+    except ImportError as e:
+        raise ConfigError(f"the web app needs the serve extra: pip install 'ssl_art[serve]' ({e})") from e
+    if not args.classifier and not args.index:
+        raise ConfigError("give --classifier RUN (fine-tuned run folder or checkpoint), --index DIR, or both")
     check_port(args.host, args.port)
-    index = RetrievalIndex.load(args.index)
-    model = _load_model(args, index.meta.image_size)
-    serve(index, model, host=args.host, port=args.port, k=args.k or _cfg(args).k)
+    state = load_state(args.classifier, args.index, args.checkpoint, args.backbone, args.model_seed, args.max_pixels)
+    names = "host port workers queue inference_timeout max_upload_mb max_pixels request_timeout keep_alive"
+    names += " max_connections light_workers light_queue"
+    settings = ServeSettings(**{n: getattr(args, n) for n in names.split()}, k=args.k or _cfg(args).k)
+    serve(state, settings)
 
 
 def _sub(sub: Any, name: str, summary: str, **kw: Any) -> argparse.ArgumentParser:
@@ -333,11 +338,22 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--max-images", type=positive_int, default=8)
     g.set_defaults(func=_cmd_plot_gradcam)
 
-    p = _sub(sub, "serve", "web page: upload or pick an image -> nearest-style works")
+    p = _sub(sub, "serve", "web app + JSON API: drop a painting -> style labels, Grad-CAM and similar works")
     _common(p)
     _model_args(p)
-    p.add_argument("--index", required=True)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--classifier", default="", help="fine-tune run folder or checkpoint (labels + Grad-CAM)")
+    p.add_argument("--index", default="", help="index folder from `ssl-art index build` (similar works)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("-k", type=positive_int, default=None, help="hits per query (default: k of --config, 10)")
+    p.add_argument("--workers", type=int, default=2, help="inference threads")
+    p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker; more get 503")
+    p.add_argument("--light-workers", type=int, default=2, help="threads for similar-by-row and thumbnails")
+    p.add_argument("--light-queue", type=int, default=64, help="browsing requests that may wait; more get 503")
+    p.add_argument("--inference-timeout", type=float, default=60.0, help="seconds per request before 504")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (413 above)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest uploaded image (width*height)")
+    p.add_argument("--request-timeout", type=float, default=30.0, help="seconds to send a complete request")
+    p.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection stays open")
+    p.add_argument("--max-connections", type=int, default=512, help="open connections; more get 503")
     p.set_defaults(func=_cmd_serve)

@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 
 from ssl_art.checkpoint import CheckpointError
 from ssl_art.config import ConfigError
-from ssl_art.runtime.errors import NonFiniteLossError, RunDirError, TooManyBadFilesError
+from ssl_art.runtime.errors import BadInputError, NonFiniteLossError, RunDirError, TooManyBadFilesError
 
 __all__ = ["CONFIG_ERRORS", "DATA_ERRORS", "message", "run_cli"]
 
@@ -36,6 +36,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     TooManyBadFilesError,
     NonFiniteLossError,
     UnidentifiedImageError,
+    BadInputError,
 )
 
 

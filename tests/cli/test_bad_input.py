@@ -150,12 +150,14 @@ def test_bad_input_is_one_error_line(
 
 
 def test_real_processes_print_one_line(tmp_path: Path) -> None:
-    """``python main_finetune.py`` and ``python -m ssl_art.predict`` as processes: status and one line on stderr."""
+    """``python main_finetune.py``, ``python -m ssl_art.cli predict`` and the old ``python -m ssl_art.predict`` as
+    processes: status and one line on stderr."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {path: \n  - x\n")
     cases = [
         ([sys.executable, "main_finetune.py", "--config", str(bad), f"run.output_dir={tmp_path / 'o'}"], 2),
-        ([sys.executable, "-m", "ssl_art.predict", str(tmp_path / "none.pt"), str(bad)], 1),
+        ([sys.executable, "-m", "ssl_art.cli", "predict", str(tmp_path / "none.pt"), str(bad)], 1),
+        ([sys.executable, "-m", "ssl_art.predict", str(tmp_path / "none.pt"), str(bad)], 1),  # old style: names the new
     ]
     for cmd, status in cases:
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
