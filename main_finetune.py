@@ -1,6 +1,6 @@
 """Fine-tune a pretrained backbone on a small labelled collection, optionally with the gated two-branch head.
 
-``python main_finetune.py --config configs/finetune/wikiart7.yaml ft.checkpoint=runs/simclr ft.mode=full``
+``ssl-art finetune --config wikiart7 --checkpoint runs/simclr ft.mode=full`` (this script is the same command)
 
 Makes (or reuses) a seeded stratified split saved as ``<run.output_dir>/splits.json``, trains with model selection
 on val, evaluates the selected model once on test (``test.json``, confusion PNGs, TensorBoard under ``tb/``) and,
@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import sys
 
-import ssl_art.finetune  # noqa: F401  (registers the ft.* choices before the config is checked)
-from ssl_art.config import FinetuneConfig, load_config
-from ssl_art.finetune.run import run_finetune
+from ssl_art.cli.stages import main_for
 from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(FinetuneConfig, argv, description=__doc__)
-    run_finetune(cfg)
-    return 0
+    """``ssl-art finetune ARGS`` (user errors raise here; run as a script they are one ``error:`` line)."""
+    return main_for("finetune", argv, prog="main_finetune.py")
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))  # user errors: one "error: ..." line, no traceback
+    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Frozen-feature evaluation: ``python main_linear.py --config configs/linear/default.yaml eval.checkpoint=RUN_DIR``.
+"""Frozen-feature evaluation: ``ssl-art linear --checkpoint RUN_DIR`` (this script is the same command).
 
 Extracts frozen features of ``eval.train_path`` (and ``eval.eval_path`` when set, else stratified k-fold CV) with the
 checkpoint's model, then reports FAISS kNN (weighted vote) and linear-probe top-1/top-5 beside a randomly initialised
@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import sys
 
-from ssl_art.config import LinearConfig, load_config
-from ssl_art.eval.run import run_linear_eval
+from ssl_art.cli.stages import main_for
 from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(LinearConfig, argv, description=__doc__)
-    run_linear_eval(cfg)
-    return 0
+    """``ssl-art linear ARGS`` (user errors raise here; run as a script they are one ``error:`` line)."""
+    return main_for("linear", argv, prog="main_linear.py")
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))  # user errors: one "error: ..." line, no traceback
+    sys.exit(run_cli(main))

@@ -1,17 +1,17 @@
 """Top-k predictions of fine-tuned checkpoints for an image, a folder or a CSV manifest, as CSV or JSON.
 
-``python -m ssl_art.predict runs/ft/checkpoints/best.pt photos/ --topk 3 --out preds.csv``
+``ssl-art predict runs/ft/checkpoints/best.pt photos/ -k 3 --out preds.csv``
 
 The preprocessing is :func:`~ssl_art.data.build_eval_transform` at the image size stored in the checkpoint, the
 same function fine-tuning evaluated with, so there is no train/serve skew. Several checkpoints are soft-voted
 (weighted by their stored val score with ``--weighting val``); a gated checkpoint predicts with its calibrated
 routing and also reports whether each image used the expensive branch. Serving code: imports models and data,
-never the engine. This is the one ``ssl_art`` module that reads argparse, because it is an entry point itself.
+never the engine. The command line is ``ssl-art predict`` (:mod:`ssl_art.cli.predict`); the old
+``python -m ssl_art.predict`` names it.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -151,22 +151,7 @@ def write_rows(rows: list[dict[str, Any]], out: str, k: int) -> None:
             f.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssl_art.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoints", nargs="+", help="fine-tune checkpoints (.pt) or run dirs; then the input")
-    parser.add_argument("--topk", type=int, default=5, help="labels per head and image")
-    parser.add_argument("--out", default="-", help="output .csv or .json file; '-' = CSV on stdout")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--weighting", default="uniform", choices=("uniform", "val"), help="ensemble weights")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if len(args.checkpoints) < 2:
-        parser.error("give at least one checkpoint and the input (image, folder or CSV)")
-    *ckpts, source = args.checkpoints
-    pred = predict(ckpts, source, args.batch_size, args.weighting, args.device)
-    write_rows(top_k_rows(pred, args.topk), args.out, args.topk)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old entry point: one command style now
+    sys.exit(
+        "error: `python -m ssl_art.predict` is now `ssl-art predict` (same arguments; see `ssl-art predict --help`)"
+    )

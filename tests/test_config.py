@@ -83,7 +83,7 @@ def test_help_lists_options(capsys):
     with pytest.raises(SystemExit):
         load_config(LinearConfig, ["--help"])
     out = capsys.readouterr().out
-    assert "eval.knn_k = 20" in out and "run.output_dir" in out
+    assert "eval.knn_k=20" in out and "run.output_dir=runs/linear" in out
 
 
 _keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20)

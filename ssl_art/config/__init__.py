@@ -7,6 +7,7 @@ The sections live in :mod:`~ssl_art.config.schema`, loading in :mod:`~ssl_art.co
 :mod:`~ssl_art.config.validate`; every public name is re-exported here (``from ssl_art.config import DataCfg``).
 """
 
+from ssl_art.config.choices import register_choices, registered_choices
 from ssl_art.config.load import (
     config_from_dict,
     config_to_dict,
@@ -14,8 +15,6 @@ from ssl_art.config.load import (
     load_config,
     load_yaml,
     parse_overrides,
-    register_choices,
-    registered_choices,
     save_config,
 )
 from ssl_art.config.schema import (

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ssl_art.config.choices import _CHOICES
 from ssl_art.config.schema import ConfigError
 from ssl_art.config.validate import validate
 
@@ -42,38 +43,6 @@ def _yaml(text: str) -> Any:
 
 
 T = TypeVar("T")
-
-# dotted key -> valid values of string options with fixed choices. Rooms above the config add their own with
-# register_choices: ``method`` comes from ssl_art.methods.registry, ``ft.*`` from ssl_art.finetune.
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("auto", "folder", "imagefolder", "csv"),
-    "data.aug.preset": ("simclr", "art", "none"),
-    "optim.name": ("adamw", "sgd", "lars"),
-    "run.device": ("auto", "cpu", "cuda", "mps"),
-    "run.amp": ("auto", "off", "bf16", "fp16"),
-    "dist.backend": ("auto", "nccl", "gloo"),
-    "dist.sync_bn": ("auto", "on", "off"),
-    "eval.embedding": ("auto", "pooled", "fused", "gram"),
-    "model.fusion.pool": ("avg", "gem"),
-    "loss.teacher_views": ("alternate", "all"),
-    "run.budget_clock": ("wall", "process"),
-    "eval.knn_backend": ("auto", "faiss", "torch"),
-    "eval.linear_optimizer": ("adamw", "lbfgs"),
-}
-
-
-def register_choices(key: str, choices: tuple[str, ...]) -> None:
-    """Declare (or replace) the valid values of a string option, checked on load.
-
-    Rooms above the config call it so the config imports none of them: the method registry publishes the valid
-    ``method`` names, fine-tuning its ``ft.*`` choices.
-    """
-    _CHOICES[key] = choices
-
-
-def registered_choices() -> dict[str, tuple[str, ...]]:
-    """A copy of the dotted key -> valid values table of every string option with fixed choices."""
-    return dict(_CHOICES)
 
 
 def _type_name(tp: Any) -> str:
@@ -200,7 +169,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    data = _yaml(p.read_text()) or {}
+    try:
+        data = _yaml(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise ConfigError(
+            f"{p}: YAML syntax error{where}: {problem}; fix the file (sections as 'key: value', lists as [a, b])"
+        ) from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections")
     base = data.pop("_base_", None)
@@ -209,28 +186,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _help_lines(cls: type, prefix: str = "") -> list[str]:
-    lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += _help_lines(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-        else:
-            factory: Any = f.default_factory
-            default = f.default if f.default is not dataclasses.MISSING else factory()
-            choices = _CHOICES.get(prefix + f.name)
-            extra = f"  [{'|'.join(choices)}]" if choices else ""
-            lines.append(f"  {prefix}{f.name} = {default!r}{extra}")
-    return lines
-
-
 def load_config(cls: type[T], argv: list[str] | None = None, description: str = "") -> T:
-    """Parse ``--config FILE`` and ``key=value`` overrides into ``cls``; ``--help`` lists every key with its default."""
+    """Parse ``--config FILE`` and ``key=value`` overrides into ``cls``; ``--help`` lists every key with its default.
+
+    The help is :func:`ssl_art.config.help.options_help` of ``cls()``: this config's real defaults and the schema's
+    comments (``ssl-art`` stages use the same text, limited to the keys each stage reads).
+    """
+    from ssl_art.config.help import options_help  # help reads this module's choice table
+
     parser = argparse.ArgumentParser(
         description=description or cls.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="options (override as key=value, e.g. optim.lr=0.1):\n" + "\n".join(_help_lines(cls)),
+        epilog=options_help(cls()),
     )
     parser.add_argument("--config", default="", help="YAML config file (keys as below)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")

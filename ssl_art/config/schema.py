@@ -23,12 +23,12 @@ class AugCfg:
 
     preset: str = "simclr"  # simclr | art | none (eval-style resize + centre crop)
     min_scale: float = 0.25  # RandomResizedCrop lower scale bound; art keeps more of the canvas (texture context)
-    hflip_prob: float = 0.5
+    hflip_prob: float = 0.5  # probability of a horizontal flip
     color_jitter_prob: float = 0.8  # ignored by preset=art
     color_jitter_strength: float = 0.5  # brightness/contrast/saturation = 0.8*s, hue = 0.2*s (SimCLR)
     grayscale_prob: float = 0.2  # ignored by preset=art
     blur_prob: float = 0.0  # Gaussian blur destroys brush texture; off by default
-    n_views: int = 2
+    n_views: int = 2  # augmented views per image (contrastive pretraining needs >= 2)
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ class DataCfg:
     format: str = "auto"  # auto | folder | imagefolder | csv
     label_column: str = "label"  # CSV column (or 'label' for an ImageFolder tree) used as the class
     root: str = ""  # base folder for relative CSV paths; "" = the CSV's own folder
-    image_size: int = 112
-    batch_size: int = 64
-    num_workers: int = 2
-    pin_memory: bool = False
-    persistent_workers: bool = False
+    image_size: int = 112  # side in pixels of the square crops the model sees
+    batch_size: int = 64  # images per step (per process)
+    num_workers: int = 2  # DataLoader worker processes; 0 = load in the main process
+    pin_memory: bool = False  # page-locked host memory for faster GPU copies
+    persistent_workers: bool = False  # keep DataLoader workers alive between epochs
     max_bad_fraction: float = 0.05  # stop with a clear error when more of the collection is unreadable
     max_image_pixels: int = 178_956_970  # decompression-bomb guard (PIL's default limit)
     synthetic_size: int = 1400  # images in the embedded synthetic collection
@@ -55,19 +55,19 @@ class DataCfg:
 class GramCfg:
     """Learnable Gram-matrix style head (``art_ssl``)."""
 
-    enabled: bool = False
+    enabled: bool = False  # add the Gram style branch (the 'gram' embedding)
     layers: tuple[int, ...] = (2, 3)  # indices into the backbone's intermediate maps
     rank: int = 32  # learnable 1x1 projection to r channels -> r x r Gram
-    out_dim: int = 128
+    out_dim: int = 128  # width of the 'gram' style embedding
 
 
 @dataclass(frozen=True)
 class FusionCfg:
     """Multi-scale attention fusion of intermediate maps (``art_ssl``)."""
 
-    enabled: bool = False
+    enabled: bool = False  # add the multi-scale fusion branch (the 'fused' embedding)
     dim: int = 256  # common width each scale is projected to
-    heads: int = 4
+    heads: int = 4  # attention heads of the fusion
     pool: str = "avg"  # avg | gem: how each scale's map is pooled into its token (GeM assumes non-negative maps)
 
 
@@ -79,8 +79,8 @@ class ModelCfg:
     pretrained: bool = False  # timm hub weights; needs network access
     init_checkpoint: str = ""  # local file with backbone weights (timm or ssl_art checkpoint)
     n_intermediates: int = 4  # how many intermediate maps the backbone exposes (stages / evenly spaced blocks)
-    proj_hidden_dim: int = 512
-    proj_out_dim: int = 128
+    proj_hidden_dim: int = 512  # projection MLP hidden width (pretraining head, not exported)
+    proj_out_dim: int = 128  # projection MLP output width (the contrastive space)
     fusion: FusionCfg = field(default_factory=FusionCfg)
     gram: GramCfg = field(default_factory=GramCfg)
 
@@ -95,18 +95,18 @@ class LossCfg:
     """
 
     temperature: float = 0.2  # NT-Xent / InfoNCE temperature (simclr, art_ssl); the rest are art_ssl only
-    w_ntxent: float = 1.0
+    w_ntxent: float = 1.0  # weight of the NT-Xent (SimCLR) term
     w_gram: float = 0.0  # contrastive loss between the two views' Gram style embeddings
     w_distill: float = 0.0  # teacher -> student multi-layer distillation
-    distill_layers: tuple[int, ...] = (1, 2, 3)
-    distill_layer_weights: tuple[float, ...] = (0.25, 0.5, 1.0)
+    distill_layers: tuple[int, ...] = (1, 2, 3)  # intermediate maps distilled from the teacher
+    distill_layer_weights: tuple[float, ...] = (0.25, 0.5, 1.0)  # one weight per distill_layers entry
     w_soft: float = 0.0  # similarity-weighted soft positives (SCE-style)
-    soft_lambda: float = 0.5
-    soft_tau: float = 0.1
-    soft_tau_t: float = 0.05
-    queue_size: int = 4096
+    soft_lambda: float = 0.5  # mix of the hard positive (1) and the soft similarity targets (0)
+    soft_tau: float = 0.1  # student temperature of the soft-positive loss
+    soft_tau_t: float = 0.05  # teacher temperature of the soft-positive targets
+    queue_size: int = 4096  # teacher embeddings kept as extra soft-positive candidates
     ema_momentum: float = 0.996  # start; cosine schedule to ema_momentum_end
-    ema_momentum_end: float = 1.0
+    ema_momentum_end: float = 1.0  # EMA momentum at the end of training
     teacher_views: str = "alternate"  # alternate (teacher encodes one view per step, in turn: ~1/2 the cost) | all
 
 
@@ -116,34 +116,34 @@ class OptimCfg:
 
     name: str = "adamw"  # adamw | sgd | lars
     lr: float = 1e-3  # base lr for batch 256; scaled linearly by batch_size / 256
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
+    min_lr: float = 1e-6  # floor of the cosine schedule
+    weight_decay: float = 0.05  # decoupled weight decay (none on biases and norms)
     momentum: float = 0.9  # sgd / lars
-    epochs: int = 10
+    epochs: int = 10  # passes over the collection
     max_steps: int = 0  # > 0 stops after this many steps (wins over epochs)
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 1.0  # linear lr warmup, in epochs (fractions allowed)
     clip_grad: float = 3.0  # 0 disables
-    accum_steps: int = 1
+    accum_steps: int = 1  # gradient accumulation: optimiser step every N batches
 
 
 @dataclass(frozen=True)
 class RunCfg:
     """Run directory, checkpointing, logging, device and reproducibility."""
 
-    output_dir: str = "runs/default"
-    seed: int = 0
+    output_dir: str = "runs/default"  # run folder: config.yaml, checkpoints/, logs, metrics
+    seed: int = 0  # seeds Python, NumPy and torch
     device: str = "auto"  # auto | cpu | cuda | mps
     amp: str = "auto"  # auto | off | bf16 | fp16 (auto = bf16 on CUDA, off elsewhere)
-    deterministic: bool = False
+    deterministic: bool = False  # ask torch for deterministic kernels (slower)
     resume: bool = False  # continue from <output_dir>/checkpoints/last.pt
     overwrite: bool = False  # allow writing into a non-empty output_dir without resume
     ckpt_every_steps: int = 0  # 0 = once per epoch only
-    keep_last: int = 2
-    log_every: int = 10
+    keep_last: int = 2  # step checkpoints kept besides last.pt
+    log_every: int = 10  # log and write metrics.jsonl every N steps
     time_budget_s: float = 0.0  # > 0 stops training after this wall-clock time (equal-budget benchmarks)
     budget_clock: str = "wall"  # wall | process (CPU seconds of this process: equal compute on a busy machine)
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
-    progress: bool = True
+    progress: bool = True  # show progress bars
 
 
 @dataclass(frozen=True)
@@ -162,13 +162,13 @@ class EvalCfg:
     checkpoint: str = ""  # ssl_art checkpoint; "" = random init (still useful as a baseline)
     train_path: str = ""  # labelled collection; "" = the embedded synthetic collection
     eval_path: str = ""  # "" = stratified k-fold CV on train_path
-    folds: int = 5
-    knn_k: int = 20
-    knn_t: float = 0.07
+    folds: int = 5  # cross-validation folds when eval_path is empty
+    knn_k: int = 20  # neighbours of the weighted kNN vote
+    knn_t: float = 0.07  # temperature of the kNN vote weights exp(sim / t)
     knn_backend: str = "auto"  # auto | faiss | torch: exact kNN search (torch = the FAISS-free fallback)
-    linear_epochs: int = 100
-    linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
-    linear_wds: tuple[float, ...] = (0.0, 1e-4)
+    linear_epochs: int = 100  # epochs of each linear-probe fit
+    linear_lrs: tuple[float, ...] = (0.1, 0.01, 0.001)  # linear-probe learning rates tried (best kept)
+    linear_wds: tuple[float, ...] = (0.0, 1e-4)  # linear-probe weight decays tried
     linear_batch_size: int = 256  # linear-probe minibatch (adamw)
     linear_optimizer: str = "adamw"  # adamw (minibatch, lr x wd grid) | lbfgs (full batch)
     compare_random: bool = True  # also evaluate a randomly initialised backbone
@@ -217,11 +217,11 @@ class FtCfg:
     label_columns: tuple[str, ...] = ()  # CSV columns, one head each (style, artist, genre); () = data.label_column
     task_weights: tuple[float, ...] = ()  # loss weight per head; () = all 1
     label_map: str = ""  # YAML {column: {fine: coarse}} applied on load (27 styles -> 5 movements); data untouched
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
     mixup: float = 0.0  # timm Mixup alpha (> 0 enables; single-head runs only)
     cutmix: float = 0.0  # timm CutMix alpha (> 0 enables; single-head runs only)
     imbalance: str = "none"  # none | weighted_loss (inverse-frequency CE weights) | balanced_sampler
-    head_dropout: float = 0.0
+    head_dropout: float = 0.0  # dropout before each classification head
     select_metric: str = "top1"  # val metric of the first head used for model selection: top1 | balanced_acc | macro_f1
     patience: int = 0  # stop after this many epochs without val improvement; 0 = never stop early
     ensemble: tuple[str, ...] = ()  # other fine-tune run dirs / .pt files soft-voted with this one on the test split
@@ -232,10 +232,10 @@ class FtCfg:
 class SplitCfg:
     """Seeded stratified train/val/test split, made once and saved as ``<output_dir>/splits.json``."""
 
-    val_fraction: float = 0.15
+    val_fraction: float = 0.15  # fraction of the collection held out for model selection
     test_fraction: float = 0.15  # ignored when test_path is given
     group_column: str = ""  # e.g. "artist": all works of one artist land in one split (no leakage)
-    seed: int = 0
+    seed: int = 0  # seed of the split (independent of run.seed)
     test_path: str = ""  # a given test CSV/folder is honoured as the test split
     file: str = ""  # reuse this splits.json; "" = <output_dir>/splits.json (created on the first run)
 

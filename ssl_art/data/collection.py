@@ -270,7 +270,10 @@ def load_collection(
         )
     p = Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"data path does not exist: {path}")
+        raise ValueError(
+            f"data path does not exist: {path}; give an existing folder, ImageFolder tree or CSV manifest "
+            '(data.path / --data; "" = the packaged synthetic collection)'
+        )
     bad = BadFileReport()
     if p.is_file():
         if fmt not in ("auto", "csv") or p.suffix.lower() != ".csv":

@@ -97,6 +97,7 @@ class ImageDataset(Dataset[Any]):
     def __getitem__(self, i: int) -> tuple[Any, int, int] | BadSample:
         try:
             image = self.load(i)
+            x = self.transform(image)  # the eval transform's SizeGuard may refuse a resize bomb here
         except BadImageError as e:
-            return BadSample(i, e.kind, e.path)
-        return self.transform(image), self.targets[i], i
+            return BadSample(i, e.kind, self.collection.paths[i])
+        return x, self.targets[i], i

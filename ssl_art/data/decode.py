@@ -7,20 +7,29 @@ alpha composited on white, 16-bit scaled, first frame of an animation) so traini
 refuses the rest with one of a fixed set of ``kind`` strings. :class:`BadFileReport` counts those kinds with a few
 example paths and :meth:`BadFileReport.check` stops a run with a readable error when too much of the collection is
 broken, instead of silently training on a fraction of it.
+
+:func:`check_geometry` is the one size guard for every image entry point (training, embedding, predict, the web
+app): it reads only the header's ``width x height`` and refuses, *before* any pixel is decoded or resized, images
+with too many pixels, an extreme aspect ratio (a 1 x 60000 PNG is 320 bytes, but resizing its shorter side to 224
+makes 224 x 13.4M pixels), or -- when the target side is known, as in the eval transform's :class:`SizeGuard` -- a
+post-resize size above ``max_resized_pixels``. :func:`load_image` (files) and :func:`decode_bytes` (uploads) both
+call it, so one limit protects every path.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ssl_art.runtime.errors import TooManyBadFilesError
+from ssl_art.runtime.errors import BadInputError, TooManyBadFilesError
 
 BAD_KINDS: tuple[str, ...] = (
     "missing",
@@ -36,8 +45,12 @@ BAD_KINDS: tuple[str, ...] = (
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
+MAX_PIXELS = 178_956_970  # PIL's own default decompression-bomb limit
+MAX_ASPECT = 25.0  # longest / shortest side; wide hand scrolls are ~1:10, a 1:60000 strip is an attack or junk
+MAX_RESIZED_PIXELS = 1 << 25  # 33.5M pixels (~400 MB as a float32 RGB tensor) after "shorter side -> S"
 
-class BadImageError(Exception):
+
+class BadImageError(BadInputError):
     """A file that cannot be used as an image.
 
     Args:
@@ -87,13 +100,81 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_image(path: str, max_pixels: int = 178_956_970) -> Image.Image:
+def resized_pixels(width: int, height: int, side: int) -> int:
+    """Pixels after resizing the shorter side of ``width x height`` to ``side`` (torchvision ``Resize(side)``)."""
+    short, long = min(width, height), max(width, height)
+    return side * max(side, int(side * long / max(short, 1)))
+
+
+def check_geometry(
+    width: int,
+    height: int,
+    name: str,
+    max_pixels: int = MAX_PIXELS,
+    max_aspect: float = MAX_ASPECT,
+    side: int = 0,
+    max_resized_pixels: int = MAX_RESIZED_PIXELS,
+) -> None:
+    """Refuse an image from its header size alone, before any decode or resize.
+
+    Args:
+        width: image width from the header.
+        height: image height from the header.
+        name: the file (or upload) name used in the error.
+        max_pixels: largest ``width * height``.
+        max_aspect: largest ``max(w, h) / min(w, h)``.
+        side: target of a "shorter side -> ``side``" resize; ``0`` = unknown (that check is skipped).
+        max_resized_pixels: largest pixel count after that resize.
+
+    Raises:
+        BadImageError: kind ``decompression_bomb`` (a resize bomb is one too) or ``decode_error`` for a zero side,
+            with a message giving the size and the limit it breaks.
+    """
+    if width <= 0 or height <= 0:
+        raise BadImageError("decode_error", name, f"image has a zero side ({width}x{height})")
+    if width * height > max_pixels:
+        raise BadImageError("decompression_bomb", name, f"{width}x{height} exceeds max_pixels={max_pixels}")
+    aspect = max(width, height) / min(width, height)
+    if aspect > max_aspect:
+        raise BadImageError(
+            "decompression_bomb", name, f"{width}x{height} has aspect ratio {aspect:.0f}:1, above max {max_aspect:g}:1"
+        )
+    if side > 0 and resized_pixels(width, height, side) > max_resized_pixels:
+        raise BadImageError(
+            "decompression_bomb",
+            name,
+            f"{width}x{height} resized to shorter side {side} would have {resized_pixels(width, height, side)} "
+            f"pixels, above max_resized_pixels={max_resized_pixels}",
+        )
+
+
+def decode_bytes(
+    data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT
+) -> Image.Image:
+    """Decode an in-memory image (an upload) exactly like :func:`load_image` decodes a file.
+
+    Args:
+        data: the encoded bytes.
+        name: shown in errors instead of the buffer object (a client's file name, or ``"upload"``).
+        max_pixels: see :func:`check_geometry`.
+        max_aspect: see :func:`check_geometry`.
+
+    Raises:
+        BadImageError: ``zero_byte`` for no data, otherwise as :func:`load_image`.
+    """
+    if not data:
+        raise BadImageError("zero_byte", name, "empty upload")
+    return _decode(io.BytesIO(data), name, max_pixels, max_aspect)
+
+
+def load_image(path: str, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> Image.Image:
     """Decode ``path`` into an RGB image with EXIF orientation applied.
 
     Args:
         path: file to read.
         max_pixels: largest accepted ``width * height``; larger images are refused as decompression bombs. Also
             installed as ``PIL.Image.MAX_IMAGE_PIXELS`` (process-wide, which is what PIL reads).
+        max_aspect: largest accepted aspect ratio (:func:`check_geometry`), checked before decoding.
 
     Returns:
         A fully loaded ``RGB`` PIL image (the first frame for animations).
@@ -112,15 +193,19 @@ def load_image(path: str, max_pixels: int = 178_956_970) -> Image.Image:
     if st.st_size == 0:
         raise BadImageError("zero_byte", path, "empty file")
 
+    return _decode(path, path, max_pixels, max_aspect)
+
+
+def _decode(source: str | io.BytesIO, name: str, max_pixels: int, max_aspect: float) -> Image.Image:
+    """Open ``source`` (a path or a buffer), check its header size, decode, normalise to RGB; errors name ``name``."""
     Image.MAX_IMAGE_PIXELS = max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad, never silently grey-filled
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise BadImageError("decompression_bomb", path, f"{w}x{h} exceeds max_pixels={max_pixels}")
+                check_geometry(w, h, name, max_pixels, max_aspect)  # header only: nothing decoded yet
                 im.seek(0)  # animations: first frame
                 im.load()
                 try:
@@ -131,22 +216,28 @@ def load_image(path: str, max_pixels: int = 178_956_970) -> Image.Image:
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError("decompression_bomb", path, str(e)) from e
+        raise BadImageError("decompression_bomb", name, _clean(e, source)) from e
     except UnidentifiedImageError as e:
-        raise BadImageError("not_an_image", path, str(e)) from e
+        raise BadImageError("not_an_image", name, "not a recognised image format") from e
     except PermissionError as e:
-        raise BadImageError("unreadable_permissions", path, str(e)) from e
+        raise BadImageError("unreadable_permissions", name, str(e)) from e
     except FileNotFoundError as e:  # deleted between stat and open
-        raise BadImageError("missing", path, str(e)) from e
+        raise BadImageError("missing", name, str(e)) from e
     except OSError as e:
         text = str(e).lower()
         if e.errno in (errno.EACCES, errno.EPERM):
-            raise BadImageError("unreadable_permissions", path, str(e)) from e
+            raise BadImageError("unreadable_permissions", name, str(e)) from e
         if "truncated" in text or "broken data stream" in text or "premature end" in text:
-            raise BadImageError("truncated", path, str(e)) from e
-        raise BadImageError("decode_error", path, str(e)) from e
+            raise BadImageError("truncated", name, _clean(e, source)) from e
+        raise BadImageError("decode_error", name, _clean(e, source)) from e
     except Exception as e:  # noqa: BLE001 -- any decoder failure is a bad file, never a crashed epoch
-        raise BadImageError("decode_error", path, f"{type(e).__name__}: {e}") from e
+        raise BadImageError("decode_error", name, f"{type(e).__name__}: {_clean(e, source)}") from e
+
+
+def _clean(e: BaseException, source: str | io.BytesIO) -> str:
+    """``str(e)`` without a buffer's ``<_io.BytesIO object at 0x...>`` repr (PIL puts it in some messages)."""
+    text = str(e)
+    return text.replace(repr(source), "the image") if not isinstance(source, str) else text
 
 
 @dataclass
@@ -224,3 +315,7 @@ class BadFileReport:
                 f"{self.total} of {n_total} files ({frac:.1%}) are unreadable, more than the allowed "
                 f"{max_fraction:.1%} (data.max_bad_fraction):\n{self.summary()}"
             )
+
+
+# a training checkpoint stores the report; allow it under torch.load(weights_only=True) (model.init_checkpoint)
+torch.serialization.add_safe_globals([BadFileReport])

@@ -6,7 +6,9 @@
 to be invariant to it would erase exactly the signal we want it to learn (blur is still optional but off by
 default because it destroys brush texture). ``preset='none'`` is the evaluation transform. Every parameter comes
 from :class:`~ssl_art.config.AugCfg`; all views end with ImageNet normalisation. Built on
-``torchvision.transforms.v2`` so randomness comes from torch's RNG (seeded per DataLoader worker).
+``torchvision.transforms.v2`` so randomness comes from torch's RNG (seeded per DataLoader worker). The eval
+transform starts with :class:`SizeGuard`, the decode guard's post-resize check (``data.decode.check_geometry``),
+so an image handed over directly (not via ``load_image``) still cannot turn "shorter side -> S" into a bomb.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from ssl_art.config import AugCfg
+from ssl_art.data.decode import MAX_ASPECT, MAX_RESIZED_PIXELS, check_geometry
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -32,11 +35,48 @@ def _to_normalised_tensor() -> list[v2.Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+class SizeGuard:
+    """Pass an image through unchanged after :func:`~ssl_art.data.decode.check_geometry` for a resize to ``side``.
+
+    Args:
+        side: the following ``Resize(side)``'s target shorter side.
+        max_aspect: largest ``long / short`` side ratio.
+        max_resized_pixels: largest pixel count after the resize.
+
+    Raises (when called):
+        BadImageError: kind ``decompression_bomb``, before any resize happens.
+    """
+
+    def __init__(self, side: int, max_aspect: float = MAX_ASPECT, max_resized_pixels: int = MAX_RESIZED_PIXELS):
+        self.side, self.max_aspect, self.max_resized_pixels = side, max_aspect, max_resized_pixels
+
+    def __call__(self, image: Image.Image | Tensor) -> Image.Image | Tensor:
+        if isinstance(image, Image.Image):
+            w, h = image.size
+        else:
+            h, w = int(image.shape[-2]), int(image.shape[-1])
+        name = getattr(image, "filename", "") or "image"
+        check_geometry(w, h, name, w * h, self.max_aspect, self.side, self.max_resized_pixels)
+        return image
+
+    def __repr__(self) -> str:
+        return (
+            f"SizeGuard(side={self.side}, max_aspect={self.max_aspect}, max_resized_pixels={self.max_resized_pixels})"
+        )
+
+
 def build_eval_transform(image_size: int) -> Transform:
-    """Resize the shorter side to ``image_size`` then centre-crop a square; returns ``(3, S, S)`` normalised."""
+    """Guard the size, resize the shorter side to ``image_size``, centre-crop a square: ``(3, S, S)`` normalised."""
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_to_normalised_tensor()])
+    return v2.Compose(
+        [
+            SizeGuard(image_size),
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+            *_to_normalised_tensor(),
+        ]
+    )
 
 
 def build_view_transform(aug: AugCfg, image_size: int) -> Transform:

@@ -32,6 +32,11 @@ def check_run_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
             f"output dir {out} already holds a run. Use run.resume=true to continue it, "
             f"run.overwrite=true to replace it, or choose another run.output_dir."
         )
+    if out.exists() and any(out.iterdir()) and overwrite and not resume and not (out / "config.yaml").is_file():
+        raise RunDirError(
+            f"run.overwrite=true only replaces an ssl_art run (a folder with config.yaml); {out} holds other files. "
+            "Choose another run.output_dir or empty it yourself."
+        )
 
 
 def prepare_run_dir(output_dir: str, resume: bool, overwrite: bool, config: dict[str, Any]) -> Path:

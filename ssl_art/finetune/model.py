@@ -226,8 +226,8 @@ def load_finetuned(path: str) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
         if found is None:
             raise ValueError(f"{p} holds no fine-tune checkpoint (looked for {', '.join(map(str, cands))})")
         p = found
-    obj = load_checkpoint(p)
-    if "spec" not in obj or "model" not in obj:
+    obj = load_checkpoint(p)  # verified against its sidecar: a truncated file is a CheckpointError
+    if not isinstance(obj, dict) or "spec" not in obj or "model" not in obj:
         raise ValueError(f"{p} is not an ssl_art fine-tune checkpoint (needs 'spec' and 'model')")
     spec = ModelSpec.from_dict(obj["spec"])
     model = build_from_spec(spec)

@@ -26,7 +26,7 @@ from ssl_art.checkpoint import save_checkpoint
 from ssl_art.config import ConfigError, FinetuneConfig, config_to_dict
 from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
 from ssl_art.data.collection import load_collection
-from ssl_art.engine.rundir import prepare_run_dir
+from ssl_art.engine.rundir import check_run_dir, prepare_run_dir
 from ssl_art.finetune.compute import measure_modes
 from ssl_art.finetune.ensemble import member_weights, soft_vote
 from ssl_art.finetune.gate_train import cache_outputs, calibrate, train_stage1, train_stage2
@@ -45,6 +45,17 @@ from ssl_art.runtime.schedules import scaled_lr
 from ssl_art.runtime.seeding import seed_everything
 
 log = logging.getLogger("ssl_art.finetune")
+
+
+RANDOM_INIT_WARNING = (
+    "FINE-TUNING FROM RANDOM INIT: ft.checkpoint, model.init_checkpoint and model.pretrained are all unset, so no "
+    "pretrained weights are used. Set ft.checkpoint=RUN (an ssl-art pretrain run) or --checkpoint RUN."
+)
+
+
+def random_init(cfg: FinetuneConfig) -> bool:
+    """True when no pretrained weights reach the backbone (no ft.checkpoint, init_checkpoint or hub weights)."""
+    return not (cfg.ft.checkpoint or cfg.model.init_checkpoint or cfg.model.pretrained)
 
 
 def _initial_backbone(cfg: FinetuneConfig) -> Backbone:
@@ -108,18 +119,24 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             f"main_finetune.py runs in one process, but torchrun started {world} (WORLD_SIZE={world}); "
             "run it without torchrun: python main_finetune.py --config ..."
         )
-    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config_to_dict(cfg))
-    setup_logging(out)
-    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    # everything a user can get wrong (run folder, data path, label map, device) is checked before the run folder
+    # is created, so a typo leaves nothing behind
+    check_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite)
     device = resolve_device(cfg.run.device)
     amp = amp_dtype(cfg.run.amp, device)
+    columns = list(cfg.ft.label_columns) or [cfg.data.label_column]
+    label_map = read_label_map(cfg.ft.label_map) if cfg.ft.label_map else {}
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    coll = remap_collection(build_collection(cfg.data, cfg.run.seed), label_map)
+    backbone = _initial_backbone(cfg)  # a missing/truncated checkpoint or unknown backbone stops here
+    out = prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config_to_dict(cfg))
+    setup_logging(out)
+    warnings = [RANDOM_INIT_WARNING] if random_init(cfg) else []
+    for w in warnings:
+        log.warning("%s", w)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"))
-
-    columns = list(cfg.ft.label_columns) or [cfg.data.label_column]
-    label_map = read_label_map(cfg.ft.label_map) if cfg.ft.label_map else {}
-    coll = remap_collection(build_collection(cfg.data, cfg.run.seed), label_map)
     classes = {c: coll.classes(c) for c in columns}
     targets = target_matrix(coll, columns, classes)
     split = _get_split(cfg, out, coll, targets)
@@ -140,7 +157,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     size = cfg.data.image_size
     train_tf, eval_tf = build_view_transform(cfg.data.aug, size), build_eval_transform(size)
-    backbone = _initial_backbone(cfg)
     spec = ModelSpec(
         kind="classifier",
         backbone=backbone.name,
@@ -175,6 +191,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     probs = predict_probs(model, test_loader, len(test), device)
     heads = {c: (probs[t], y_test[:, t], classes[c]) for t, c in enumerate(columns)}
     summary: dict[str, Any] = {"val": meta, "history": result.history, "n": [len(train), len(val), len(test)]}
+    summary["warnings"] = warnings
     summary["test"] = _scalars(write_report(out, "test", heads, writer))
 
     if cfg.ft.ensemble:

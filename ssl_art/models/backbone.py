@@ -18,7 +18,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ssl_art.checkpoint import load_checkpoint, load_state_strict
+from ssl_art.checkpoint import CheckpointError, load_state_strict, verify_checkpoint
 from ssl_art.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,12 @@ class Backbone(nn.Module):
         try:
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         except RuntimeError as e:  # timm raises RuntimeError for unknown names
-            raise ValueError(f"unknown timm backbone '{name}': {e}. See timm.list_models().") from e
+            close = timm.list_models(f"*{name[:4]}*")[:5] if name else []
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise ConfigError(
+                f"unknown timm backbone '{name}'{hint}; set model.backbone (--backbone) to a name from "
+                "timm.list_models(), e.g. resnet18"
+            ) from e
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(f"timm model '{name}' has no forward_intermediates(); pick a CNN/ViT that has it")
         self.name = name
@@ -97,8 +102,10 @@ def _is_vit(name: str) -> bool:
 
 
 def load_backbone_weights(backbone: Backbone, path: str) -> None:
-    """Load backbone weights from a local file: a raw timm state dict or an ssl_art checkpoint (hash-checked).
+    """Load backbone weights from a local file: ``.safetensors``, a raw timm state dict or an ssl_art checkpoint.
 
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+    downloaded file cannot run code; one with a ``.sha256`` sidecar (an ssl_art checkpoint) is hash-checked first.
     The backbone's own keys are picked out of an ssl_art checkpoint (which stores the whole student), then loaded
     by :func:`ssl_art.checkpoint.load_state_strict`: missing and shape-mismatched keys are an error naming the likely
     cause, never a half-initialised backbone.
@@ -106,8 +113,12 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model.init_checkpoint: no such file {p}")
-    obj = load_checkpoint(p)
-    state = obj.get("model", obj)
+    if Path(f"{p}.sha256").is_file() and not verify_checkpoint(p):
+        raise CheckpointError(
+            f"model.init_checkpoint {p} is truncated or corrupt (size/hash mismatch with its sidecar)"
+        )
+    obj = read_weights(p)
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
     # ssl_art checkpoints store the whole student; keep the backbone's own keys
     prefixes = ("backbone.model.", "model.", "backbone.")
     own = backbone.model.state_dict()
@@ -130,6 +141,40 @@ def load_backbone_weights(backbone: Backbone, path: str) -> None:
         )
     load_state_strict(backbone.model, picked, f"model.init_checkpoint {p}", fix)
     log.info("loaded %d backbone tensors from %s", len(picked), p)
+
+
+def _checkpoint_globals() -> list[Any]:
+    """Data-only types an ssl_art training checkpoint holds besides tensors: the NumPy RNG state.
+
+    (The data layer registers its own bad-file report type with ``torch.serialization.add_safe_globals``.)
+    """
+    import numpy as np
+
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy's array unpickler (numpy.core or numpy._core by version)
+    dtypes = [type(np.dtype(t)) for t in ("uint32", "int64", "float32", "float64")]
+    return [reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+def read_weights(p: Path) -> Any:
+    """The tensors of a ``.safetensors`` file, or a ``.pt`` loaded with ``weights_only=True`` (no code runs).
+
+    Raises:
+        ConfigError: the file holds pickled code or objects other than tensors and plain containers.
+    """
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p), device="cpu")
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_checkpoint_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(
+            f"model.init_checkpoint {p} holds pickled objects beyond tensors; it was refused because loading it "
+            "could run code. Use a .safetensors file (`ssl-art export RUN --format safetensors`) or a plain state dict"
+        ) from e
 
 
 def _stored_backbone(obj: Any) -> str:

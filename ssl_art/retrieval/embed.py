@@ -7,8 +7,11 @@ run with the same model continues from the first unrecorded row: rows are never 
 ``meta.json`` carries the model hash (SHA-256 of the model's ``state_dict`` tensors, so a re-saved checkpoint with
 the same weights keeps its hash), the embedding kind, dimension, dtype and ``N``; the index refuses queries from a
 model whose hash differs. Unreadable images (the data layer's ``BadSample``) become zero rows listed in
-``bad_rows`` and are left out of the index. The model side (what an embedder is, the random-init baseline, the
-hash, query-image embedding) lives in :mod:`ssl_art.retrieval.embedder`.
+``bad_rows`` and are left out of the index. The manifest's row count and SHA-256 are recorded in ``meta.json`` and
+checked by :func:`open_embeddings` (and by the index at build and load time), so a truncated, emptied, column-less or
+shuffled manifest is a clear error naming the file instead of a crash or silently wrong labels. The model side
+(what an embedder is, the random-init baseline, the hash, query-image embedding) lives in
+:mod:`ssl_art.retrieval.embedder`.
 
 Under ``torchrun`` the rows are sharded: within each chunk rank ``r`` embeds rows ``r, r + W, ...``, the chunk's
 rows are gathered on rank 0, and rank 0 alone writes the memmap, the manifest, ``progress.json`` and ``meta.json``
@@ -18,6 +21,7 @@ rows are gathered on rank 0, and rank 0 alone writes the memmap, the manifest, `
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -59,6 +63,7 @@ class EmbeddingMeta:
     label_columns: list[str] = field(default_factory=list)
     bad_rows: list[int] = field(default_factory=list)
     complete: bool = False
+    manifest_sha256: str = ""  # SHA-256 of manifest.csv as written ("" in exports made before it was recorded)
 
     @staticmethod
     def read(folder: str | Path) -> EmbeddingMeta:
@@ -82,7 +87,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def write_manifest(path: str | Path, paths: Sequence[str], labels: Mapping[str, Sequence[str | None]]) -> None:
     """``row,path,<label columns...>`` CSV; missing labels are empty cells."""
     cols = list(labels)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["row", "path", *cols])
         for i, p in enumerate(paths):
@@ -90,20 +95,103 @@ def write_manifest(path: str | Path, paths: Sequence[str], labels: Mapping[str, 
 
 
 def read_manifest(path: str | Path) -> tuple[list[str], dict[str, list[str | None]]]:
-    """Inverse of :func:`write_manifest`: ``(paths, {column: labels})``, empty cells as ``None``."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        cols = [c for c in (rows[0].keys() if rows else []) if c not in ("row", "path")]
-    paths = [r["path"] for r in rows]
-    return paths, {c: [r[c] or None for r in rows] for c in cols}
+    """Inverse of :func:`write_manifest`: ``(paths, {column: labels})``, empty cells as ``None``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: empty (no header), no ``row``/``path`` columns, a row with the wrong number of
+            cells, or a ``row`` column that is not ``0, 1, 2, ...`` (the file was edited, shuffled or truncated).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: manifest not found")
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{p}: empty manifest (no header row); re-run `ssl-art embed`")
+            if header[:2] != ["row", "path"]:
+                raise ValueError(f"{p}: header {header[:4]} lacks the 'row,path' columns; not an ssl-art manifest")
+            cols = header[2:]
+            paths: list[str] = []
+            labels: dict[str, list[str | None]] = {c: [] for c in cols}
+            for cells in reader:
+                if len(cells) != len(header):
+                    raise ValueError(
+                        f"{p}: line {reader.line_num} has {len(cells)} cells, expected {len(header)} "
+                        "(truncated or damaged manifest)"
+                    )
+                if cells[0] != str(len(paths)):
+                    raise ValueError(
+                        f"{p}: line {reader.line_num} has row {cells[0]!r}, expected {len(paths)} "
+                        "(the manifest was reordered or edited)"
+                    )
+                paths.append(cells[1])
+                for c, v in zip(cols, cells[2:]):
+                    labels[c].append(v or None)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{p}: unreadable manifest ({e})") from e
+    return paths, labels
+
+
+def manifest_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a manifest file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_manifest(
+    path: str | Path, n: int, sha256: str = "", what: str = "the embeddings"
+) -> tuple[list[str], dict[str, list[str | None]]]:
+    """:func:`read_manifest` plus the integrity checks: exactly ``n`` rows and, when recorded, the same SHA-256.
+
+    Args:
+        path: the manifest.
+        n: rows it must have (``meta.n``).
+        sha256: the checksum recorded at embed/build time (``""`` = not recorded, skipped).
+        what: what recorded ``n``/``sha256``, for the message.
+
+    Raises:
+        ValueError: naming the file and what differs.
+    """
+    if sha256 and manifest_sha256(path) != sha256:
+        raise ValueError(
+            f"{path}: checksum differs from the one recorded with {what} (the manifest was edited, shuffled or "
+            "replaced, so labels and thumbnails would be wrong); restore it or re-run `ssl-art embed` and "
+            "`ssl-art index build`"
+        )
+    paths, labels = read_manifest(path)
+    if len(paths) != n:
+        raise ValueError(f"{path}: {len(paths)} rows but {what} have {n} (truncated or wrong manifest)")
+    return paths, labels
 
 
 def open_embeddings(folder: str | Path) -> tuple[NDArray[Any], EmbeddingMeta]:
-    """Read-only memmap ``(N, D)`` of an embed folder and its meta."""
+    """Read-only memmap ``(N, D)`` of an embed folder and its meta, after checking the folder is consistent.
+
+    Raises:
+        FileNotFoundError: no ``meta.json``/``embeddings.npy``/``manifest.csv``.
+        ValueError: an incomplete export, an embeddings array of another shape than the meta says, or a damaged
+            manifest (:func:`verify_manifest`), each naming the file.
+    """
     meta = EmbeddingMeta.read(folder)
     if not meta.complete:
         raise ValueError(f"{folder}: embedding export is incomplete; re-run `ssl-art embed` to resume it")
-    return np.load(Path(folder) / EMB_FILE, mmap_mode="r"), meta
+    f = Path(folder) / EMB_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: re-run `ssl-art embed`")
+    try:
+        emb = np.load(f, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{f}: unreadable embeddings ({e}); re-run `ssl-art embed`") from e
+    if emb.shape != (meta.n, meta.dim):
+        raise ValueError(f"{f}: shape {emb.shape} but {folder}/{META_FILE} says ({meta.n}, {meta.dim})")
+    verify_manifest(Path(folder) / MANIFEST_FILE, meta.n, meta.manifest_sha256, f"{folder}/{META_FILE}")
+    return emb, meta
 
 
 def write_embeddings(
@@ -130,6 +218,7 @@ def write_embeddings(
     del emb
     write_manifest(out / MANIFEST_FILE, paths, labels or {})
     meta = EmbeddingMeta(model_hash, kind, d, dtype, n, image_size, "external", list(labels or {}), [], True)
+    meta.manifest_sha256 = manifest_sha256(out / MANIFEST_FILE)
     meta.write(out)
     return meta
 
@@ -320,6 +409,7 @@ def _embed_rows(
                     if emb is None:
                         emb = np.lib.format.open_memmap(out / EMB_FILE, mode="w+", dtype=dtype, shape=(n, z.shape[1]))
                         meta = EmbeddingMeta(mhash, kind, int(z.shape[1]), dtype, n, image_size, source, list(labels))
+                        meta.manifest_sha256 = manifest_sha256(out / MANIFEST_FILE)
                         meta.write(out)
                     emb[rows] = z.astype(dtype)
                 if bad_rows and emb is not None:

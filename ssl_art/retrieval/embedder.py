@@ -123,8 +123,15 @@ def default_transform(image_size: int) -> Callable[[Any], Tensor]:
 def embed_images(
     model: Embedder, images: Sequence[Any], kind: str, image_size: int, batch_size: int = 32
 ) -> NDArray[np.float32]:
-    """Embed query images (paths or PIL images) in memory: ``(Q, D)`` float32, L2-normalised."""
+    """Embed query images (paths or PIL images) in memory: ``(Q, D)`` float32, L2-normalised.
+
+    Raises:
+        BadImageError: a file that cannot be decoded, or an image the decode guard refuses (too many pixels, extreme
+            aspect ratio), before it is resized.
+    """
     from PIL import Image
+
+    from ssl_art.data import load_image
 
     tf = default_transform(image_size)
     model.eval()
@@ -134,8 +141,7 @@ def embed_images(
         xs = []
         for im in images[s : s + batch_size]:
             if not isinstance(im, Image.Image):
-                with Image.open(im) as f:
-                    im = f.convert("RGB")
+                im = load_image(str(im))  # the project's one decode guard (size, aspect) before any resize
             xs.append(tf(im.convert("RGB")))
         outs.append(pick_embedding(model.embed(torch.stack(xs)), kind).cpu().numpy())
     z = np.concatenate(outs).astype(np.float32)

@@ -22,8 +22,11 @@ Kinds and parameters (the index fields of :class:`~ssl_art.config.RetrievalCfg`,
 8+ queries through FAISS's BLAS path (8x faster per query for a 100-query batch at 100k; see that module).
 
 A saved index folder holds ``index.faiss``, ``ids.npy`` (index position -> manifest row), ``manifest.csv`` and
-``index.json`` (the embedding meta with its model hash, the resolved parameters, the embeddings folder).
-:meth:`RetrievalIndex.load` with ``model_hash=...`` refuses an index built from another model.
+``index.json`` (the embedding meta with its model hash, the resolved parameters, the embeddings folder, the
+manifest's row count and SHA-256). :meth:`RetrievalIndex.load` with ``model_hash=...`` refuses an index built from
+another model; every load verifies the manifest (rows and checksum, so a truncated or shuffled copy is an error
+naming the file, not wrong labels) and that the embeddings folder still holds vectors of the index's model (row
+queries read their vectors from it: re-embedding with another model must not silently change results).
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from numpy.typing import NDArray
 
 from ssl_art.config import RetrievalCfg
 from ssl_art.eval.search import l2_normalise, search_index
-from ssl_art.retrieval.embed import MANIFEST_FILE, EmbeddingMeta, open_embeddings, read_manifest
+from ssl_art.retrieval.embed import (
+    MANIFEST_FILE,
+    META_FILE,
+    EmbeddingMeta,
+    manifest_sha256,
+    open_embeddings,
+    verify_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +204,7 @@ class RetrievalIndex:
         ids = np.flatnonzero(~bad).astype(np.int64)
         t0 = time.perf_counter()
         index, p = build_faiss_index(emb, params or RetrievalCfg(), ids)
-        paths, labels = read_manifest(Path(emb_dir) / MANIFEST_FILE)
+        paths, labels = verify_manifest(Path(emb_dir) / MANIFEST_FILE, meta.n, meta.manifest_sha256, "the embeddings")
         out = cls(index, ids, paths, labels, meta, p, Path(emb_dir).resolve(), time.perf_counter() - t0)
         log.info("built %s index over %d vectors in %.1fs", p.index_kind, len(ids), out.build_seconds)
         return out
@@ -213,6 +223,8 @@ class RetrievalIndex:
             "emb_dir": str(self.emb_dir) if self.emb_dir else "",
             "n_indexed": int(len(self.ids)),
             "build_seconds": self.build_seconds,
+            "manifest_rows": len(self.paths),
+            "manifest_sha256": manifest_sha256(out / MANIFEST_FILE),
         }
         (out / INFO_FILE).write_text(json.dumps(info, indent=1))
         return out
@@ -236,11 +248,41 @@ class RetrievalIndex:
                 f"model is {model_hash}: embeddings of different models are not comparable. Query with the same "
                 "checkpoint, or re-run `ssl-art embed` and `ssl-art index build` with this one."
             )
-        paths, labels = read_manifest(f / MANIFEST_FILE)
+        paths, labels = verify_manifest(
+            f / MANIFEST_FILE,
+            int(info.get("manifest_rows", meta.n)),
+            info.get("manifest_sha256", ""),
+            f"{f / INFO_FILE}",
+        )
         emb_dir = Path(info["emb_dir"]) if info.get("emb_dir") else None
         index = faiss.read_index(str(f / INDEX_FILE))
         ids = np.load(f / IDS_FILE)
-        return cls(index, ids, paths, labels, meta, _cfg_from_params(info["params"]), emb_dir, info["build_seconds"])
+        if index.ntotal != len(ids) or (len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < len(paths)):
+            raise ValueError(f"{f}: {INDEX_FILE} holds {index.ntotal} vectors but {IDS_FILE} has {len(ids)} rows")
+        out = cls(index, ids, paths, labels, meta, _cfg_from_params(info["params"]), emb_dir, info["build_seconds"])
+        out.check_embeddings()
+        return out
+
+    def check_embeddings(self) -> None:
+        """Verify the embeddings folder (when it still exists) holds this index's model and collection.
+
+        Raises:
+            ModelMismatchError: its ``meta.json`` names another model (it was re-embedded after the index was built).
+            ValueError: it holds another number of rows or another dimension.
+        """
+        if self.emb_dir is None or not (self.emb_dir / META_FILE).is_file():
+            return
+        em = EmbeddingMeta.read(self.emb_dir)
+        if em.model_hash != self.meta.model_hash:
+            raise ModelMismatchError(
+                f"{self.emb_dir / META_FILE}: embeddings of model {em.model_hash}, but the index was built from model "
+                f"{self.meta.model_hash}; rebuild the index (`ssl-art index build`) from these embeddings"
+            )
+        if (em.n, em.dim) != (self.meta.n, self.meta.dim):
+            raise ValueError(
+                f"{self.emb_dir / META_FILE}: {em.n} x {em.dim} embeddings, but the index was built from "
+                f"{self.meta.n} x {self.meta.dim}; rebuild the index"
+            )
 
     def check_model(self, model_hash: str) -> None:
         """Raise :class:`ModelMismatchError` unless ``model_hash`` is the index's."""
@@ -264,6 +306,7 @@ class RetrievalIndex:
 
     def _embeddings(self) -> NDArray[Any] | None:
         if self._emb is None and self.emb_dir is not None and self.emb_dir.is_dir():
+            self.check_embeddings()  # the folder may have been re-embedded since load
             self._emb = open_embeddings(self.emb_dir)[0]
         return self._emb
 

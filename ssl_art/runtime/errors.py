@@ -8,7 +8,7 @@ own leaf.
 
 from __future__ import annotations
 
-__all__ = ["NonFiniteLossError", "RunDirError", "TooManyBadFilesError"]
+__all__ = ["BadInputError", "NonFiniteLossError", "RunDirError", "TooManyBadFilesError"]
 
 
 class RunDirError(RuntimeError):
@@ -21,3 +21,7 @@ class NonFiniteLossError(RuntimeError):
 
 class TooManyBadFilesError(RuntimeError):
     """More of the collection is unreadable than ``max_bad_fraction`` allows."""
+
+
+class BadInputError(Exception):
+    """A file the user gave cannot be used (not an image, truncated, too large); the data layer's ``BadImageError``."""

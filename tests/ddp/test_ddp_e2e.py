@@ -89,7 +89,16 @@ def test_new_run_dir_logs_once_and_matches_one_process_without_batchnorm(tmp_pat
     assert log.count("done after 3 steps") == 1, log
     assert log.count("frozen (never optimised)") == 1, log
     assert sorted(p.name for p in two.iterdir()) == sorted(
-        ["bad_files.json", "checkpoints", "config.yaml", "metrics.jsonl", "summary.json", "tb", "train.log"]
+        [
+            "bad_files.json",
+            "checkpoints",
+            "command.txt",
+            "config.yaml",
+            "metrics.jsonl",
+            "summary.json",
+            "tb",
+            "train.log",
+        ]
     )
     assert json.loads((two / "summary.json").read_text())["steps"] == 3
     one_m, two_m = _metrics(tmp_path / "one"), _metrics(two)

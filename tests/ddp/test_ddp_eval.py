@@ -124,8 +124,8 @@ def test_untrained_gram_head_is_frozen_and_never_optimised() -> None:
     from ssl_art.engine.optim import build_optimizer
     from ssl_art.methods.registry import build_pretrain_model
 
-    cfg = load_config(PretrainConfig, ["--config", str(ROOT / "configs" / "tiny.yaml"), "method=art_ssl",
-                                       "model.backbone=test_resnet", "model.gram.enabled=true", "loss.w_gram=0"])  # fmt: skip
+    tiny = ["--config", str(ROOT / "configs" / "tiny.yaml"), "method=art_ssl", "model.backbone=test_resnet"]
+    cfg = load_config(PretrainConfig, [*tiny, "model.gram.enabled=true", "loss.w_gram=0"])
     method = build_pretrain_model(cfg)
     method.train()
     before = {k: v.clone() for k, v in method.state_dict().items()}

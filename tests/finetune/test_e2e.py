@@ -11,8 +11,8 @@ from PIL import Image
 
 import main_finetune
 import ssl_art.finetune  # noqa: F401
+from ssl_art.cli import main as cli_main
 from ssl_art.config import FinetuneConfig, load_config
-from ssl_art.predict import main as predict_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,12 +89,14 @@ def test_tiny_finetune_gate_ensemble_predict(tmp_path: Path) -> None:
             folder / f"{i}.png"
         )
     out_json = tmp_path / "pred.json"
-    predict_main([str(run1 / "checkpoints" / "best.pt"), str(folder), "--topk", "3", "--out", str(out_json)])
+    cli_main(["predict", str(run1 / "checkpoints" / "best.pt"), str(folder), "--topk", "3", "--out", str(out_json)])
     rows = json.loads(out_json.read_text())
     assert len(rows) == 3 and len(rows[0]["label"]) == 3
     probs = [e["prob"] for e in rows[0]["label"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     out_csv = tmp_path / "pred.csv"
-    predict_main([str(run1 / "checkpoints" / "gated.pt"), str(folder / "0.png"), "--topk", "2", "--out", str(out_csv)])
+    cli_main(
+        ["predict", str(run1 / "checkpoints" / "gated.pt"), str(folder / "0.png"), "--topk", "2", "--out", str(out_csv)]
+    )
     lines = out_csv.read_text().splitlines()
     assert lines[0] == "path,label_top1,label_p1,label_top2,label_p2,expensive" and len(lines) == 2
