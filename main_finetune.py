@@ -5,7 +5,8 @@
 Makes (or reuses) a seeded stratified split saved as ``<run.output_dir>/splits.json``, trains with model selection
 on val, evaluates the selected model once on test (``test.json``, confusion PNGs, TensorBoard under ``tb/``) and,
 with ``gate.enabled=true``, trains the gate and writes the measured gated / expensive-only / cheap-only comparison
-(``gate_compare.json``). ``--help`` lists every option with its default.
+(``gate_compare.json``). A killed run continues exactly with ``run.resume=true``. ``--help`` lists every option with
+its default.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import ssl_art.finetune  # noqa: F401  (registers the ft.* choices before the config is checked)
 from ssl_art.config import FinetuneConfig, load_config
 from ssl_art.finetune.run import run_finetune
+from ssl_art.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,4 +26,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # user errors: one "error: ..." line, no traceback
