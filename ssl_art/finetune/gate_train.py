@@ -201,7 +201,8 @@ def calibrate(
     by_conf = torch.sort(conf).values
     sel = [("selector", 0.0, _bias_for(logit, limit))]
     con = [("confidence", float(by_conf[limit]) if limit < n else 1.01, NEVER)]
-    rules = {"shmnet": shm, "selector": sel, "confidence": con, "best": shm + sel + con}[rule]
+    within = [r for r in shm if r[0] != "shmnet/fallback_only"]  # "best" only weighs rules within the budget
+    rules = {"shmnet": shm, "selector": sel, "confidence": con, "best": within + sel + con}[rule]
     fusions = (1.0, 0.0) if rule == "best" else (1.0,)
 
     def set_rule(th: float, bias: float, fusion_on: float) -> None:
