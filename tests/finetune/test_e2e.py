@@ -118,7 +118,7 @@ def test_stage2_trains_a_copy_so_expensive_only_is_the_saved_classifier(tmp_path
     tiny = str(ROOT / "configs" / "finetune" / "tiny.yaml")
     run = tmp_path / "s2"
     main_finetune.main(
-        ["--config", tiny, f"run.output_dir={run}", "gate.stage2_epochs=2", "gate.stage2_lr_scale=50"]
+        ["--config", tiny, f"run.output_dir={run}", "gate.stage2_epochs=2", "optim.lr=0.5"]
     )  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
     saved = summary["test"]["label"]  # best.pt, the expensive classifier, scored once on test
