@@ -118,7 +118,7 @@ def test_stage2_trains_a_copy_so_expensive_only_is_the_saved_classifier(tmp_path
     tiny = str(ROOT / "configs" / "finetune" / "tiny.yaml")
     run = tmp_path / "s2"
     main_finetune.main(
-        ["--config", tiny, f"run.output_dir={run}", "gate.stage2_epochs=2", "optim.lr=0.5"]
+        ["--config", tiny, f"run.output_dir={run}", "gate.stage2_epochs=2", "optim.lr=0.5", "gate.exit_width=16"]
     )  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
     saved = summary["test"]["label"]  # best.pt, the expensive classifier, scored once on test
@@ -129,3 +129,4 @@ def test_stage2_trains_a_copy_so_expensive_only_is_the_saved_classifier(tmp_path
     gated = torch.load(run / "checkpoints" / "gated.pt", weights_only=False)["model"]
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["model"]
     assert not torch.allclose(gated["rest.fc.weight"], best["heads.0.weight"])
+    assert gated["cheap_head.body.proj.0.weight"].shape[0] == 16  # gate.exit_width reaches the exit head

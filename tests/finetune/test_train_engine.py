@@ -120,11 +120,14 @@ def test_max_nonfinite_in_a_row_stops() -> None:
         _train(model, tr, ytr, va, yva, tf, cfg=cfg)
 
 
-def test_log_every_and_lars(tmp_path: Path) -> None:
-    model, tr, ytr, va, yva, tf, cfg = _setup(batch=8, accum=1, max_steps=4, name="lars", log_every=2)
-    _train(model, tr, ytr, va, yva, tf, cfg=cfg, metrics_path=tmp_path / "m.jsonl")
+def test_log_every_keep_last_and_lars(tmp_path: Path) -> None:
+    model, tr, ytr, va, yva, tf, cfg = _setup(
+        batch=8, accum=1, max_steps=4, name="lars", log_every=2, ckpt_every_steps=1, keep_last=2
+    )
+    _train(model, tr, ytr, va, yva, tf, cfg=cfg, metrics_path=tmp_path / "m.jsonl", ckpt_dir=tmp_path / "ck")
     rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(r["tag"] == "ft" for r in rows)
+    assert sorted(p.name for p in (tmp_path / "ck").glob("ckpt-*.pt")) == ["ckpt-000000003.pt", "ckpt-000000004.pt"]
 
 
 def test_resume_within_a_stage_is_exact(tmp_path: Path) -> None:
