@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ def _probe_sizes(collection: Collection) -> list[tuple[int, int]]:
     sizes = []
     for k in picks:
         try:
-            with Image.open(collection.paths[k]) as im:
-                sizes.append(im.size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # decompression bombs are reported when the cache is built
+                with Image.open(collection.paths[k]) as im:
+                    sizes.append(im.size)
         except Exception:  # noqa: BLE001 -- a bad file is found (and counted) when the cache is built
             continue
     return sizes
