@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,65 +109,67 @@ def resized_crops(canvas: Tensor, batch_index: Tensor, boxes: Tensor, transposed
     bh, bw = torch.where(transposed, w, h), torch.where(transposed, h, w)
     rois = torch.stack([batch_index.to(canvas.dtype), x0, y0, x0 + bw, y0 + bh], dim=1)
     out = roi_align(canvas, rois.to(canvas.device), (size, size), 1.0, -1, True)
-    t = transposed.to(canvas.device)[:, None, None, None]
-    return torch.where(t, out.transpose(-1, -2), out)
+    return _where_rows(transposed, out, lambda y: y.transpose(-1, -2))
+
+
+def _where_rows(mask: Tensor, x: Tensor, fn: Any) -> Tensor:
+    """``x`` with ``fn`` applied to the rows where ``mask`` is set (in place; only those rows are computed)."""
+    sel = mask.nonzero()[:, 0].to(x.device)
+    if sel.numel():
+        x[sel] = fn(x[sel])
+    return x
 
 
 def grayscale(x: Tensor) -> Tensor:
     """``(K, 3, H, W)`` -> ``(K, 1, H, W)`` luma with torchvision's weights."""
     r, g, b = x.unbind(1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+    return r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
-def _blend(x: Tensor, y: Tensor, f: Tensor) -> Tensor:
-    f = f.to(x.dtype).view(-1, 1, 1, 1)
-    return (f * x + (1.0 - f) * y).clamp(0.0, 1.0)
+# The colour ops below return new tensors and work in place on their own temporaries: on CPU a fresh allocation
+# costs more than the arithmetic (page faults), so each op allocates as few full-size tensors as it can.
+
+
+def _col(f: Tensor, x: Tensor) -> Tensor:
+    return f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
 def adjust_brightness(x: Tensor, f: Tensor) -> Tensor:
     """Per-sample ``F.adjust_brightness`` on ``[0, 1]`` floats: ``clamp(f * x)``."""
-    return _blend(x, torch.zeros_like(x), f)
+    return x.mul(_col(f, x)).clamp_(0.0, 1.0)
 
 
 def adjust_contrast(x: Tensor, f: Tensor) -> Tensor:
     """Per-sample ``F.adjust_contrast``: blend with the image's mean luma."""
-    return _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), f)
+    fc = _col(f, x)
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return x.mul(fc).add_(mean.mul_(1.0 - fc)).clamp_(0.0, 1.0)
 
 
 def adjust_saturation(x: Tensor, f: Tensor) -> Tensor:
     """Per-sample ``F.adjust_saturation``: blend with the luma image."""
-    return _blend(x, grayscale(x), f)
+    fc = _col(f, x)
+    return x.mul(fc).add_(grayscale(x).mul_(1.0 - fc)).clamp_(0.0, 1.0)
 
 
 def adjust_hue(x: Tensor, f: Tensor) -> Tensor:
-    """Per-sample ``F.adjust_hue``: rotate the HSV hue by ``f`` (in turns, ``[-0.5, 0.5]``)."""
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
+    """Per-sample ``F.adjust_hue``: rotate the HSV hue by ``f`` (in turns, ``[-0.5, 0.5]``).
+
+    RGB -> HSV as torchvision (hue sector by the max channel, ties in r, g, b order); HSV -> RGB branch-free:
+    channel ``n`` is ``v - v*s*clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` and ``v*s = max - min``.
+    """
     r, g, b = x.unbind(1)
+    minc, maxc = torch.aminmax(x, dim=1)
     delta = maxc - minc
-    eq = delta == 0
-    s = delta / torch.where(eq, torch.ones_like(maxc), maxc)
-    d = torch.where(eq, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    hr = bc - gc
-    hg = 2.0 + rc - bc
-    hb = 4.0 + gc - rc
-    h = torch.where(maxc == r, hr, torch.where(maxc == g, hg, hb))
-    h = torch.where(eq, torch.zeros_like(h), h)
-    h = (h / 6.0 + 1.0).remainder(1.0)
-    h = (h + f.to(x.dtype).view(-1, 1, 1)).remainder(1.0)
-    h6 = h * 6.0
-    i = torch.floor(h6)
-    frac = h6 - i
-    i = i.to(torch.int64).remainder(6)
-    v = maxc
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * frac)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - frac))).clamp(0.0, 1.0)
-    vpqt = torch.stack([v, p, q, t], dim=1)  # (K, 4, H, W)
-    select = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=x.device)
-    idx = select[:, i].permute(1, 0, 2, 3)  # (K, 3, H, W) indices into vpqt
-    return vpqt.gather(1, idx)
+    d = delta.clamp_min(1e-12)  # delta == 0: grey, the hue is irrelevant (v*s = 0)
+    h = torch.where(maxc == r, (g - b).div_(d), torch.where(maxc == g, (b - r).div_(d).add_(2.0), (r - g).div_(d).add_(4.0)))
+    h6 = h.add_(f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1) * 6.0).remainder_(6.0)
+    out = torch.empty_like(x)
+    for c, n in enumerate((5.0, 3.0, 1.0)):
+        k = (h6 + n).remainder_(6.0)
+        t = torch.minimum(k, torch.sub(4.0, k)).clamp_(0.0, 1.0).mul_(delta)
+        torch.sub(maxc, t, out=out[:, c])
+    return out
 
 
 def gaussian_blur(x: Tensor, kernel: int, sigma: Tensor) -> Tensor:
@@ -245,12 +248,10 @@ class BatchAugment:
         boxes = center_params(height, width) if a.preset == "none" else crop_params(uu, height, width, (a.min_scale, 1.0))
         out = resized_crops(x, torch.arange(b).repeat(v), boxes, t, self.size)
         if a.preset != "none":
-            flip = (uu[:, _FLIP] < a.hflip_prob).to(dev)[:, None, None, None]
-            out = torch.where(flip, out.flip(-1), out)
+            out = _where_rows(uu[:, _FLIP] < a.hflip_prob, out, lambda y: y.flip(-1))
         if a.preset == "simclr":
             out = self._jitter(out, uu)
-            gray = (uu[:, _GRAY] < a.grayscale_prob).to(dev)[:, None, None, None]
-            out = torch.where(gray, grayscale(out).expand_as(out), out)
+            out = _where_rows(uu[:, _GRAY] < a.grayscale_prob, out, lambda y: grayscale(y).expand_as(y))
         if a.preset != "none" and a.blur_prob > 0:
             sel = (uu[:, _BLUR] < a.blur_prob).nonzero()[:, 0]
             if sel.numel():
