@@ -16,6 +16,7 @@ a fresh subprocess; the latter must stay far below the cache file size. Prints J
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -118,9 +119,7 @@ def pil_batches(cfg: PretrainConfig, coll: Collection) -> Iterator[list[torch.Te
     return forever(make)
 
 
-def cached_batches(
-    cfg: PretrainConfig, coll: Collection, work: Path, device: torch.device
-) -> tuple[Any, float, int]:
+def cached_batches(cfg: PretrainConfig, coll: Collection, work: Path, device: torch.device) -> tuple[Any, float, int]:
     """(views iterator, seconds spent building the cache (0 when reused), cache bytes)."""
     d = cfg.data
     shape = stored_shape(coll, d.image_size, d.cache_scale, d.cache_max_aspect)
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = (args.batch_size, 3, int(px), int(px))
         fixed = [torch.randn(shape, device=device) for _ in range(2)]
         r: dict[str, Any] = {"method": method, "px": int(px)}
-        r["model_img_s"] = timed_steps(ssl_art_step(cfg, device), iter(lambda: fixed, None), args.steps, device)
+        r["model_img_s"] = timed_steps(ssl_art_step(cfg, device), itertools.repeat(fixed), args.steps, device)
         r["pil_img_s"] = timed_steps(ssl_art_step(cfg, device), pil_batches(cfg, coll), args.steps, device)
         it, r["cache_build_s"], _ = cached_batches(cfg, coll, Path(args.work), device)
         r["cached_img_s"] = timed_steps(ssl_art_step(cfg, device), it, args.steps, device)

@@ -79,7 +79,12 @@ def crop_params(
     fh = torch.where(in_ratio < ratio[0], torch.round(w_img / ratio[0]), h_img)
     ftop, fleft = torch.div(h_img - fh, 2, rounding_mode="floor"), torch.div(w_img - fw, 2, rounding_mode="floor")
     out = torch.stack(
-        [torch.where(hit, top, ftop), torch.where(hit, left, fleft), torch.where(hit, ch, fh), torch.where(hit, cw, fw)],
+        [
+            torch.where(hit, top, ftop),
+            torch.where(hit, left, fleft),
+            torch.where(hit, ch, fh),
+            torch.where(hit, cw, fw),
+        ],
         dim=1,
     )
     return out.to(torch.int64)
@@ -162,7 +167,9 @@ def adjust_hue(x: Tensor, f: Tensor) -> Tensor:
     minc, maxc = torch.aminmax(x, dim=1)
     delta = maxc - minc
     d = delta.clamp_min(1e-12)  # delta == 0: grey, the hue is irrelevant (v*s = 0)
-    h = torch.where(maxc == r, (g - b).div_(d), torch.where(maxc == g, (b - r).div_(d).add_(2.0), (r - g).div_(d).add_(4.0)))
+    h = torch.where(
+        maxc == r, (g - b).div_(d), torch.where(maxc == g, (b - r).div_(d).add_(2.0), (r - g).div_(d).add_(4.0))
+    )
     h6 = h.add_(f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1) * 6.0).remainder_(6.0)
     out = torch.empty_like(x)
     for c, n in enumerate((5.0, 3.0, 1.0)):
@@ -245,7 +252,9 @@ class BatchAugment:
         height = torch.where(transposed.cpu(), hw_c[:, 1], hw_c[:, 0]).repeat(v)  # upright sizes
         width = torch.where(transposed.cpu(), hw_c[:, 0], hw_c[:, 1]).repeat(v)
         a = self.aug
-        boxes = center_params(height, width) if a.preset == "none" else crop_params(uu, height, width, (a.min_scale, 1.0))
+        boxes = (
+            center_params(height, width) if a.preset == "none" else crop_params(uu, height, width, (a.min_scale, 1.0))
+        )
         out = resized_crops(x, torch.arange(b).repeat(v), boxes, t, self.size)
         if a.preset != "none":
             out = _where_rows(uu[:, _FLIP] < a.hflip_prob, out, lambda y: y.flip(-1))

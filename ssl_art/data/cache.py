@@ -215,6 +215,12 @@ class ImageCache:
         return BAD_KINDS[s - 1] if s else ""
 
 
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -288,7 +294,7 @@ def build_cache(
             )
             bar = tqdm(total=n, initial=min(n, len(done) * CHUNK), desc="caching images", disable=not progress)
             for k, px, hw, tr, status in loader:
-                os.pwrite(fd, memoryview(np.ascontiguousarray(px).reshape(-1)), k * CHUNK * per)
+                _pwrite_all(fd, np.ascontiguousarray(px).reshape(-1).data, k * CHUNK * per)
                 _save_npz(chunks / f"{k:06d}.npz", hw=hw, transposed=tr, status=status)  # after its pixels
                 bar.update(len(status))
             bar.close()

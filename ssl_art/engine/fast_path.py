@@ -127,7 +127,7 @@ def apply_speed_options(method: nn.Module, channels_last: bool, compile_model: b
     ``nn.Module.compile`` keeps the parameter names, so checkpoints stay loadable without ``torch.compile``.
     """
     if channels_last:
-        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        method.to(memory_format=torch.channels_last)
     if compile_model:
         backbone: Any = getattr(method, "backbone", method)
         backbone.compile()
