@@ -146,3 +146,15 @@ def test_plan_without_disk_space() -> None:
     assert plan_cache("auto", 10**9, 20.0, 4.0, free_bytes=10**8)[0] == "off"
     with pytest.raises(ValueError, match="data.cache_dir"):
         plan_cache("ram", 10**9, 20.0, 4.0, free_bytes=10**8)
+
+
+def test_disk_mode_reads_without_mapping_the_file(tmp_path: Path) -> None:
+    """A memmapped-size collection must not need RAM of the file's size: reads are pread, the file is never mapped."""
+    coll = load_collection("", synthetic_size=6, synthetic_image_size=16)
+    c = open_cache(build_cache(coll, tmp_path / "c", StoredShape(16, 16), progress=False), "disk")
+    assert c.pixels is None
+    got = c.gather([5, 1])
+    assert got.shape == (2, 3, 16, 16) and got.any()
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(c.file) not in maps.read_text()

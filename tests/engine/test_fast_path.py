@@ -75,3 +75,14 @@ def test_compiled_run_keeps_checkpoint_keys(tmp_path: Path) -> None:
     assert main_pretrain.main([*TINY, "run.compile=true", f"run.output_dir={tmp_path}"]) == 0
     state = torch.load(tmp_path / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
     assert not any("_orig_mod" in k for k in state)
+
+
+def test_fast_path_is_the_default_and_the_demo_uses_it(tmp_path: Path) -> None:
+    from ssl_art.config import PretrainConfig, load_config
+    from ssl_art.data.cache import plan_cache
+
+    assert PretrainConfig().data.cache == "auto"
+    demo = load_config(PretrainConfig, ["--config", str(ROOT / "configs" / "pretrain" / "demo.yaml")])
+    d = demo.data
+    nbytes = d.synthetic_size * 3 * 74 * 74  # 64 px -> stored 74 x 74 (square synthetic images)
+    assert plan_cache(d.cache, nbytes, d.cache_max_gb, d.cache_ram_gb, 10**12)[0] == "ram"
