@@ -5,7 +5,8 @@ on fixed random views, the PIL DataLoader path (decode + per-image v2 augmentati
 workers) end to end, the cached batched path (decode-once uint8 cache in RAM + batched augmentation on the
 device) end to end, and lightly's own SimCLR loop (``NTXentLoss``, ``SimCLRProjectionHead``, ``SimCLRTransform``
 with the same augmentation strength, same backbone, same data and workers) as the reference. Rates are images
-(samples, each with 2 views) per second over ``--steps`` steps after one warm-up step. Memory: peak RSS of the
+(samples, each with 2 views) per second over ``--steps`` steps after one warm-up step, the median of ``--rounds``
+interleaved rounds (the paths take turns, so background load hits each alike). Memory: peak RSS of the
 cached path on the collection, and of a disk (memmapped) cache over a synthetic ``--memmap-n`` collection, each in
 a fresh subprocess; the latter must stay far below the cache file size. Prints JSON and a markdown table.
 
@@ -141,7 +142,7 @@ def cached_batches(cfg: PretrainConfig, coll: Collection, work: Path, device: to
     return forever(make), build_s, cache.nbytes
 
 
-def lightly_rate(cfg: PretrainConfig, coll: Collection, steps: int, device: torch.device) -> float:
+def lightly_loop(cfg: PretrainConfig, coll: Collection, device: torch.device) -> tuple[Any, Iterator[Any]]:
     """lightly's SimCLR: its transform, projection head and loss on the same backbone, data and workers."""
     import timm
     from lightly.loss import NTXentLoss
@@ -170,7 +171,12 @@ def lightly_rate(cfg: PretrainConfig, coll: Collection, steps: int, device: torc
             return transform(img)
 
     loader = torch.utils.data.DataLoader(
-        Files(), batch_size=d.batch_size, shuffle=True, drop_last=True, num_workers=d.num_workers
+        Files(),
+        batch_size=d.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=d.num_workers,
+        persistent_workers=d.num_workers > 0,
     )
     torch.manual_seed(0)
     backbone = timm.create_model(cfg.model.backbone, num_classes=0).to(device)
@@ -189,7 +195,7 @@ def lightly_rate(cfg: PretrainConfig, coll: Collection, steps: int, device: torc
         while True:
             yield from loader
 
-    return timed_steps(step, batches(), steps, device)
+    return step, batches()
 
 
 def peak_rss_mb() -> float:
@@ -257,7 +263,8 @@ def run_rss(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(res: dict[str, Any]) -> str:
     lines = [
-        f"Input paths, batch {res['batch_size']} x 2 views, {res['steps']} steps after 1 warm-up, "
+        f"Input paths, batch {res['batch_size']} x 2 views, median of {res['rounds']} interleaved rounds of "
+        f"{res['steps']} steps after 1 warm-up, "
         f"device {res['device']}, {res['threads']} torch threads, {res['workers']} workers, data {res['data']} "
         f"({res['n_images']} images). img/s = samples (2 views each) per second.",
         "",
@@ -291,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     default_data = next((str(c) for c in candidates if c.is_dir()), "")
     p.add_argument("--data", default=default_data, help="image folder ('' = the embedded synthetic collection)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    p.add_argument("--quick", action="store_true", help="2 steps, small memmap case: proves the script runs")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (median reported)")
+    p.add_argument("--quick", action="store_true", help="2 steps, 1 round, small memmap case: proves the script runs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the PIL and lightly paths")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -308,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rss_child(args.rss_child, args)))
         return 0
     if args.quick:
-        args.steps, args.memmap_n, args.rss_batches = 2, 20_000, 5
+        args.steps, args.rounds, args.memmap_n, args.rss_batches = 2, 1, 20_000, 5
     device = torch.device(args.device)
-    res: dict[str, Any] = {"batch_size": args.batch_size, "steps": args.steps, "device": str(device)}
+    res: dict[str, Any] = {"batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds}
+    res["device"] = str(device)
     res.update(threads=torch.get_num_threads(), workers=args.workers, data=args.data or "<synthetic>", cases=[])
     for spec in args.cases.split(","):
         method, px = spec.split("@")
@@ -320,15 +329,26 @@ def main(argv: list[str] | None = None) -> int:
         shape = (args.batch_size, 3, int(px), int(px))
         fixed = [torch.randn(shape, device=device) for _ in range(2)]
         r: dict[str, Any] = {"method": method, "px": int(px)}
-        r["model_img_s"] = timed_steps(ssl_art_step(cfg, device), itertools.repeat(fixed), args.steps, device)
-        r["pil_img_s"] = timed_steps(ssl_art_step(cfg, device), pil_batches(cfg, coll), args.steps, device)
         it, r["cache_build_s"], _ = cached_batches(cfg, coll, Path(args.work), device)
-        r["cached_img_s"] = timed_steps(ssl_art_step(cfg, device), it, args.steps, device)
+        paths: dict[str, tuple[Any, Iterator[Any]]] = {
+            "model": (ssl_art_step(cfg, device), itertools.repeat(fixed)),
+            "pil": (ssl_art_step(cfg, device), pil_batches(cfg, coll)),
+            "cached": (ssl_art_step(cfg, device), it),
+        }
+        if method == "simclr" and not args.no_lightly:
+            paths["lightly"] = lightly_loop(cfg, coll, device)
+        rates: dict[str, list[float]] = {k: [] for k in paths}
+        names = list(paths)
+        for rnd in range(args.rounds):  # interleaved rounds: background load hits every path alike
+            for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                rates[k].append(timed_steps(*paths[k], args.steps, device))
+        for k, v in rates.items():
+            r[f"{k}_img_s"] = float(np.median(v))
         r["cached_vs_model"] = r["cached_img_s"] / r["model_img_s"]
         r["cached_vs_pil"] = r["cached_img_s"] / r["pil_img_s"]
-        if method == "simclr" and not args.no_lightly:
-            r["lightly_img_s"] = lightly_rate(cfg, coll, args.steps, device)
+        if "lightly" in paths:
             r["cached_vs_lightly"] = r["cached_img_s"] / r["lightly_img_s"]
+        del paths, it
         res["cases"].append(r)
         print(json.dumps(r), file=sys.stderr, flush=True)
     res["memory"] = [{**run_rss("ram", args), "n": res["n_images"]}, {**run_rss("memmap", args), "n": args.memmap_n}]
