@@ -48,6 +48,13 @@ class DataCfg:
     max_image_pixels: int = 178_956_970  # decompression-bomb guard (PIL's default limit)
     synthetic_size: int = 1400  # images in the embedded synthetic collection
     synthetic_image_size: int = 64  # side of the generated images
+    # decode-once uint8 cache + batched augmentation on the training device (ssl_art.data.cache):
+    cache: str = "auto"  # off (per-image PIL path) | auto (cache when it fits cache_max_gb) | ram | disk (memmap)
+    cache_max_gb: float = 20.0  # auto: largest cache file to build; bigger collections use the PIL path
+    cache_ram_gb: float = 4.0  # auto: caches up to this size are read into RAM (GPU memory on CUDA), larger memmapped
+    cache_dir: str = ""  # where caches live; "" = <parent of run.output_dir>/.ssl_art_cache (never the data folder)
+    cache_scale: float = 1.15  # stored shorter side = ceil(cache_scale * image_size)
+    cache_max_aspect: float = 1.34  # stored longer side at most this x the shorter one (centre region kept)
     aug: AugCfg = field(default_factory=AugCfg)
 
 
@@ -144,6 +151,8 @@ class RunCfg:
     budget_clock: str = "wall"  # wall | process (CPU seconds of this process: equal compute on a busy machine)
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
     progress: bool = True  # show progress bars
+    channels_last: bool = False  # model and input views in channels_last memory format (faster convs on CUDA)
+    compile: bool = False  # torch.compile the backbone (nn.Module.compile: state_dict keys unchanged)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -111,6 +111,7 @@ def fit(
     out: Path,
     bad: BadFileReport | None = None,
     dist_backend: str = "auto",
+    batches: Callable[[ResumableSampler], Iterable[Any]] | None = None,
 ) -> FitResult:
     """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
 
@@ -125,6 +126,8 @@ def fit(
         out: the prepared run directory.
         bad: files already found unreadable while indexing (counted toward the threshold).
         dist_backend: torch.distributed backend when launched with torchrun (``auto``: nccl on CUDA, else gloo).
+        batches: the cached input path: builds the batch iterable from the resumable sampler instead of
+            a DataLoader over ``dataset`` (which then only gives the length).
 
     Returns:
         A :class:`FitResult`.
@@ -212,7 +215,12 @@ def fit(
 
     writer = SummaryWriter(str(out / "tb" if rank == 0 else out / f"tb_rank{rank}"))
     metrics_file = open(out / ("metrics.jsonl" if rank == 0 else f"metrics_rank{rank}.jsonl"), "a")
-    loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
+    loader: Iterable[Any]
+    if batches is None:
+        loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world)
+    else:
+        sampler = ResumableSampler(n, run.seed, rank=rank, world_size=world)
+        loader = batches(sampler)
     t0 = time.time()
     # the budget clock: wall time, or this process's CPU time (fair equal-compute budgets on a shared machine)
     clock = time.process_time if run.budget_clock == "process" else time.time
