@@ -5,7 +5,8 @@
 Makes (or reuses) a seeded stratified split saved as ``<run.output_dir>/splits.json``, trains with model selection
 on val, evaluates the selected model once on test (``test.json``, confusion PNGs, TensorBoard under ``tb/``) and,
 with ``gate.enabled=true``, trains the gate and writes the measured gated / expensive-only / cheap-only comparison
-(``gate_compare.json``). ``--help`` lists every option with its default.
+(``gate_compare.json``). A killed run continues exactly with ``run.resume=true``. ``--help`` lists every option with
+its default.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def resolve_device(name: str) -> Any:
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port that is taken (or not ours to bind) before any model is loaded."""
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port} is not a TCP port; use 1-65535, e.g. --port 8000")
+    if not 0 <= port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port; use 1-65535 (0 = any free port), e.g. --port 8000")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))

@@ -48,6 +48,13 @@ class DataCfg:
     max_image_pixels: int = 178_956_970  # decompression-bomb guard (PIL's default limit)
     synthetic_size: int = 1400  # images in the embedded synthetic collection
     synthetic_image_size: int = 64  # side of the generated images
+    # decode-once uint8 cache + batched augmentation on the training device (ssl_art.data.cache):
+    cache: str = "auto"  # off (per-image PIL path) | auto (cache when it fits cache_max_gb) | ram | disk (memmap)
+    cache_max_gb: float = 20.0  # auto: largest cache file to build; bigger collections use the PIL path
+    cache_ram_gb: float = 4.0  # auto: caches up to this size are read into RAM (GPU memory on CUDA), larger memmapped
+    cache_dir: str = ""  # where caches live; "" = <parent of run.output_dir>/.ssl_art_cache (never the data folder)
+    cache_scale: float = 1.15  # stored shorter side = ceil(cache_scale * image_size)
+    cache_max_aspect: float = 1.34  # stored longer side at most this x the shorter one (centre region kept)
     aug: AugCfg = field(default_factory=AugCfg)
 
 
@@ -144,6 +151,8 @@ class RunCfg:
     budget_clock: str = "wall"  # wall | process (CPU seconds of this process: equal compute on a busy machine)
     max_nonfinite: int = 5  # stop after this many non-finite steps in a row
     progress: bool = True  # show progress bars
+    channels_last: bool = False  # model and input views in channels_last memory format (faster convs on CUDA)
+    compile: bool = False  # torch.compile the backbone (nn.Module.compile: state_dict keys unchanged)
 
 
 @dataclass(frozen=True)
@@ -247,21 +256,30 @@ class GateCfg:
     enabled: bool = False
     cheap_backbone: str = ""  # a small timm CNN; "" = the first cheap_stages stages of model.backbone
     cheap_stages: int = 2  # stages/blocks kept in the cheap branch when cheap_backbone is ""
+    exit_width: int = 256  # shared-trunk exit head: 1x1 conv width (features: mean + std = 2 * exit_width)
+    exit_lr_scale: float = 10.0  # shared-trunk exit head (a probe on the frozen trunk) trains at this x the ft lr
     cheap_epochs: int = 0  # stage 0 epochs for the cheap branch; 0 = optim.epochs
-    threshold: float = 0.9  # cheap confidence below this falls back to the expensive branch
-    alpha: float = 1.0  # fusion weight w = alpha * sigmoid(MLP(features, confidences))
-    budget: float = 0.4  # at most this fraction of val images may use the expensive branch
+    fallback_threshold: float = 0.9  # SHMNet: an easy image whose cheap max prob is below this uses expensive alone
+    alpha: float = 1.0  # hard images: fused logits with w = alpha * sigmoid(MLP(features, confidences))
+    fusion_init_bias: float = 3.0  # initial fusion-MLP output bias: w = alpha * sigmoid(3) ~ 0.95 alpha at start
+    budget: float = 0.4  # at most this fraction of val images may reach the expensive branch (selector + fall-back)
+    calibration: str = "shmnet"  # rule fitted on val to the budget: shmnet (fall-back at fallback_threshold kept,
+    # selector bias chosen) | selector (fall-back off) | confidence (selector off) | best (best val top-1 of all,
+    # incl. expensive-alone instead of fusion)
     hidden_dim: int = 64  # selector / fusion MLP width
     stage1_epochs: int = 40  # selector + fusion on the frozen branches' cached outputs
     stage1_lr: float = 3e-3
+    stage1_weight_decay: float = 1e-4  # AdamW weight decay of the selector / fusion MLPs (stages 1 and 2)
     stage1_batch_size: int = 128  # cached outputs per stage-1 minibatch
     selector_weight: float = 1.0  # weight of the selector's supervised BCE on "the cheap branch is wrong"
-    stage2_epochs: int = 0  # optional end-to-end fine-tune with sampled routing; 0 = off
-    cost: float = 0.2  # reward penalty per expensive call (REINFORCE)
-    budget_weight: float = 1.0  # weight of relu(mean P(hard) - budget)**2
+    stage2_epochs: int = 0  # optional end-to-end fine-tune with sampled routing (on a copy); 0 = off
+    stage2_lr_scale: float = 0.1  # stage-2 lr = this x the batch-scaled optim.lr
+    cost: float = 0.2  # reward penalty per image reaching the expensive branch (REINFORCE; selector or fall-back)
+    budget_weight: float = 1.0  # weight of relu(expected expensive fraction - budget)**2
     pg_weight: float = 1.0  # weight of the policy-gradient term
     baseline_momentum: float = 0.9  # moving-average reward baseline
-    bench_repeats: int = 3  # timed passes over the test set for images/s (best is reported)
+    bench_repeats: int = 3  # timed passes over the test set for images/s (best and median reported)
+    bench_warmup: int = 1  # untimed warm-up passes per mode before timing
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ def _validate_section(sec: Any, prefix: str) -> None:
         _need(sec.max_image_pixels >= 1, f"{prefix}max_image_pixels", sec.max_image_pixels, "a positive pixel count")
         _need(sec.synthetic_size >= 1, f"{prefix}synthetic_size", sec.synthetic_size, "at least 1 image")
         _need(sec.synthetic_image_size >= 1, f"{prefix}synthetic_image_size", sec.synthetic_image_size, "pixels >= 1")
+        caches = ("off", "auto", "ram", "disk")
+        _need(sec.cache in caches, f"{prefix}cache", sec.cache, f"one of {', '.join(caches)}")
+        _need(sec.cache_max_gb >= 0, f"{prefix}cache_max_gb", sec.cache_max_gb, "a size in GB >= 0")
+        _need(sec.cache_ram_gb >= 0, f"{prefix}cache_ram_gb", sec.cache_ram_gb, "a size in GB >= 0")
+        _need(sec.cache_scale >= 1.0, f"{prefix}cache_scale", sec.cache_scale, ">= 1 (stored side / image_size)")
+        _need(sec.cache_max_aspect >= 1.0, f"{prefix}cache_max_aspect", sec.cache_max_aspect, ">= 1, e.g. 1.34")
         _validate_section(sec.aug, f"{prefix}aug.")
     elif isinstance(sec, AugCfg):
         _need(0.0 < sec.min_scale <= 1.0, f"{prefix}min_scale", sec.min_scale, "a crop area fraction in (0, 1]")

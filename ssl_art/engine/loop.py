@@ -18,11 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -39,9 +38,10 @@ from ssl_art.data.decode import BadFileReport
 from ssl_art.engine import ddp
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
+from ssl_art.engine.step import OptimStep, checkpoint_due
 from ssl_art.methods.base import PretrainMethod
-from ssl_art.runtime.device import amp_dtype, autocast, resolve_device
-from ssl_art.runtime.errors import NonFiniteLossError, TooManyBadFilesError
+from ssl_art.runtime.device import amp_dtype, resolve_device
+from ssl_art.runtime.errors import TooManyBadFilesError
 from ssl_art.runtime.schedules import cosine_schedule, scaled_lr
 from ssl_art.runtime.seeding import rng_state, seed_everything, set_rng_state
 
@@ -126,6 +126,7 @@ def fit(
     bad: BadFileReport | None = None,
     dist_backend: str = "auto",
     sync_bn: str = "auto",
+    batches: Callable[[ResumableSampler], Iterable[Any]] | None = None,
 ) -> FitResult:
     """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
 
@@ -141,6 +142,8 @@ def fit(
         bad: files already found unreadable while indexing (counted toward the threshold).
         dist_backend: torch.distributed backend when launched with torchrun (``auto``: nccl on CUDA, else gloo).
         sync_bn: ``dist.sync_bn`` (``auto``: SyncBatchNorm when more than one process trains).
+        batches: the cached input path: builds the batch iterable from the resumable sampler instead of
+            a DataLoader over ``dataset`` (which then only gives the length).
 
     Returns:
         A :class:`FitResult`.
@@ -172,14 +175,18 @@ def fit(
     warmup = int(optim.warmup_epochs * steps_per_epoch)
     peak_lr = scaled_lr(optim.lr, data.batch_size, optim.accum_steps, world)
     opt = build_optimizer(method, optim.name, peak_lr, optim.weight_decay, optim.momentum)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     params = [p for p in method.parameters() if p.requires_grad]
     report = bad if bad is not None else BadFileReport()
 
-    step, epoch, pos, elapsed_before, nonfinite_total = 0, 0, 0, 0.0, 0
+    step, epoch, pos, elapsed_before = 0, 0, 0, 0.0
     bad_idx: set[int] = set()  # dataset indices found unreadable while training: each file counts once
     saved_at = (-1, -1)  # (step, pos) of the last checkpoint: never write the same state twice
     ckpt_dir = out / "checkpoints"
+    stepper = OptimStep(
+        opt, params, device, dtype, optim.accum_steps, optim.clip_grad, run.max_nonfinite, ckpt_dir,
+        all_finite=lambda loss: _all_finite(loss, world),
+        sync_grads=None,  # DDP all-reduces the gradients during backward
+    )  # fmt: skip
     if run.resume:
         found = ckpt_io.find_resumable(ckpt_dir)
         if found is None:
@@ -188,9 +195,9 @@ def fit(
             state = ckpt_io.load_checkpoint(found)
             ckpt_io.load_state_strict(method, state["model"], f"run.resume: {found}")
             opt.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
+            stepper.load_state_dict(state)
             step, epoch, pos = state["step"], state["epoch"], state["pos"]
-            elapsed_before, nonfinite_total = state["elapsed"], state["nonfinite"]
+            elapsed_before = state["elapsed"]
             report = state.get("bad_report", report)
             bad_idx = set(state.get("bad_indices", []))
             set_rng_state(state["rng"])
@@ -206,12 +213,11 @@ def fit(
         state = {
             "model": method.state_dict(),
             "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(),
+            **stepper.state_dict(),  # scaler, nonfinite
             "step": step,
             "epoch": epoch,
             "pos": pos,
             "elapsed": elapsed_before + (time.time() - t0),
-            "nonfinite": nonfinite_total,
             "rng": rng_state(),
             "config": config,
             "bad_report": report,
@@ -225,7 +231,13 @@ def fit(
 
     writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
     metrics_file = open(out / "metrics.jsonl" if rank == 0 else os.devnull, "a")
-    loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world, batches_per_epoch * global_batch)
+    keep = batches_per_epoch * global_batch  # whole global batches per epoch, the same on every rank
+    loader: Iterable[Any]
+    if batches is None:
+        loader, sampler = _make_loader(dataset, collate, data, run.seed, rank, world, keep)
+    else:
+        sampler = ResumableSampler(n, run.seed, rank=rank, world_size=world, keep=keep)
+        loader = batches(sampler)
     t0 = time.time()
     # the budget clock: wall time, or this process's CPU time (fair equal-compute budgets on a shared machine)
     clock = time.process_time if run.budget_clock == "process" else time.time
@@ -234,7 +246,7 @@ def fit(
     def budget_used(before: float) -> float:
         return (before if run.budget_clock == "wall" else 0.0) + clock() - c0
 
-    seen_imgs, consecutive_bad, micro = 0, 0, 0
+    seen_imgs = 0
     stopped = "done"
     last_metrics: dict[str, float] = {}
     t_log, imgs_log = time.time(), 0
@@ -273,48 +285,20 @@ def fit(
                 if too_small:  # nothing to contrast (on some rank: all skip, or the collectives pair up wrong)
                     continue
                 progress = step / total
-                if micro == 0:
+                if stepper.micro == 0:
                     lr = cosine_schedule(step, total, peak_lr, optim.min_lr, warmup)
                     for g in opt.param_groups:
                         g["lr"] = lr
                 views = [v.to(device, non_blocking=True) for v in batch.views]
-                with ddp.no_sync(model, micro + 1 < optim.accum_steps):  # DDP all-reduces on the last micro-step
-                    with autocast(device, dtype):
+                with ddp.no_sync(model, stepper.micro + 1 < optim.accum_steps):  # DDP all-reduces on the last one
+                    with stepper.autocast():
                         out_step = model(views, progress)
                     loss = out_step.loss
-                    finite = _all_finite(loss.detach(), world)
-                    if finite:
-                        scaler.scale(loss / optim.accum_steps).backward()
-                if not finite:
-                    nonfinite_total += 1
-                    consecutive_bad += 1
-                    opt.zero_grad(set_to_none=True)
-                    micro = 0
-                    back_off_loss_scale(scaler, loss)
-                    log.warning("non-finite loss at step %d: step skipped (%d in a row)", step, consecutive_bad)
-                    if consecutive_bad >= run.max_nonfinite:
-                        raise NonFiniteLossError(_nonfinite_msg("losses", consecutive_bad, step, ckpt_dir))
+                    result = stepper.backward(loss, step)
+                if not result.stepped:
                     continue
-                micro += 1
-                if micro < optim.accum_steps:
-                    continue
-                micro = 0
-                scaler.unscale_(opt)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, optim.clip_grad if optim.clip_grad > 0 else math.inf)
-                if not torch.isfinite(gnorm):
-                    nonfinite_total += 1
-                    consecutive_bad += 1
-                    scaler.update()  # fp16: lowers the loss scale; otherwise a no-op
-                    opt.zero_grad(set_to_none=True)
-                    log.warning("non-finite gradients at step %d: step skipped (%d in a row)", step, consecutive_bad)
-                    if consecutive_bad >= run.max_nonfinite:
-                        raise NonFiniteLossError(_nonfinite_msg("gradients", consecutive_bad, step, ckpt_dir))
-                    continue
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
+                gnorm = result.grad_norm
                 method.after_optimizer_step(progress)
-                consecutive_bad = 0
                 step += 1
                 imgs_log += b
                 if step % run.log_every == 0 or step == total:
@@ -335,7 +319,7 @@ def fit(
                     std = last_metrics.get("emb_std")
                     if std is not None and std < COLLAPSE_STD:
                         log.warning("embedding std %.4f: representations may be collapsing", std)
-                if run.ckpt_every_steps and step % run.ckpt_every_steps == 0:
+                if checkpoint_due(step, run.ckpt_every_steps):
                     save()
                 signalled, over_budget = distributed.any_rank(  # one decision for all ranks, at this step
                     bool(flag.signum), bool(run.time_budget_s) and budget_used(elapsed_before) >= run.time_budget_s
@@ -351,8 +335,7 @@ def fit(
                 break
             if pos >= batches_per_epoch * global_batch:
                 epoch, pos = epoch + 1, 0
-                micro = 0
-                opt.zero_grad(set_to_none=True)
+                stepper.reset()
                 save()
                 log.info("epoch %d done: step %d/%d %s", epoch, step, total, _fmt(last_metrics))
         save()
@@ -364,32 +347,9 @@ def fit(
         stopped=stopped,
         seconds=seconds,
         images_per_s=seen_imgs * world / max(seconds, 1e-9),
-        nonfinite_skipped=nonfinite_total,
+        nonfinite_skipped=stepper.nonfinite_total,
         bad_files=report.to_dict(),
         last_metrics=last_metrics,
-    )
-
-
-def back_off_loss_scale(scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
-    """fp16: lower the loss scale after a non-finite loss, as ``GradScaler.update`` does for non-finite grads.
-
-    The scaler backs off by itself only when ``unscale_`` saw inf/NaN gradients; a loss that is already
-    non-finite never reaches backward, so the scale is lowered here by the same ``backoff_factor``. No-op when the
-    scaler is disabled (bf16, fp32).
-    """
-    if not scaler.is_enabled():
-        return
-    scaler.scale(loss.detach())  # creates the scale tensor (on the loss's device) if no step has run yet
-    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-
-
-def _nonfinite_msg(what: str, n: int, step: int, ckpt_dir: Path) -> str:
-    last = ckpt_io.find_resumable(ckpt_dir)
-    where = f"the last good checkpoint is {last}" if last else f"no checkpoint was written yet in {ckpt_dir}"
-    return (
-        f"{n} non-finite {what} in a row at step {step} (run.max_nonfinite); stopping, {where}. Fix: lower "
-        "optim.lr, raise optim.warmup_epochs, use run.amp=bf16 or off, or set optim.clip_grad; then resume with "
-        "run.resume=true."
     )
 
 

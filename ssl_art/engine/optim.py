@@ -31,14 +31,21 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> Any:
     """Build ``adamw`` | ``sgd`` | ``lars`` over :func:`param_groups`; ``lr`` is the (already scaled) peak lr."""
-    groups = param_groups(module, weight_decay)
-    if name == "adamw":
+    return optimizer_for_groups(param_groups(module, weight_decay), name, lr, momentum)
+
+
+def optimizer_for_groups(groups: list[dict[str, Any]], name: str, lr: float, momentum: float = 0.9) -> Any:
+    """Build ``adamw`` | ``sgd`` | ``lars`` over ready parameter groups (e.g. fine-tuning's layer-decay groups).
+
+    Each group keeps its own keys (``weight_decay``, ``lr_scale``, ...); a ``names`` list is dropped. lightly's LARS
+    leaves parameters whose group has ``weight_decay == 0`` (biases, norms) out of the trust-ratio adaptation.
+    """
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    if name in ("adamw", "sgd"):
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
-    if name == "sgd":
-        for g in groups:
-            g.pop("lars_exclude", None)
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "lars":
         from lightly.utils.lars import LARS

@@ -20,6 +20,7 @@ from ssl_art.config import ConfigError, PretrainConfig, config_to_dict, validate
 from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import build_collection, collate
 from ssl_art.data.transforms import MultiView, build_view_transform
+from ssl_art.engine.fast_path import apply_speed_options, prepare_cached_input
 from ssl_art.engine.loop import FitResult, fit
 from ssl_art.engine.rundir import check_run_dir, prepare_run_dir
 from ssl_art.methods.registry import METHODS, build_pretrain_model
@@ -126,14 +127,16 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
         len(collection),
         collection.bad.total,
     )
+    batches = prepare_cached_input(cfg, collection, out, resolve_device(cfg.run.device))  # None: the PIL path
     transform = MultiView(build_view_transform(d.aug, d.image_size), d.aug.n_views)
     dataset = ImageDataset(collection, transform, max_image_pixels=d.max_image_pixels)
+    apply_speed_options(method, cfg.run.channels_last, cfg.run.compile)
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     log.info("method %s on %s: %.2fM trainable parameters", cfg.method, cfg.model.backbone, n_params / 1e6)
     t0 = time.time()
     result = fit(
         method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad,
-        dist_backend=cfg.dist.backend, sync_bn=cfg.dist.sync_bn,
+        dist_backend=cfg.dist.backend, sync_bn=cfg.dist.sync_bn, batches=batches,
     )  # fmt: skip
     if rank != 0:
         return result

@@ -3,12 +3,14 @@
 Stage 0 (fine-tuning the expensive network, then the cheap exit head on its frozen shared trunk) is ordinary
 fine-tuning (:mod:`ssl_art.finetune.train`). Stage 1 freezes both branches, so their outputs on the training images
 are computed once (:func:`cache_outputs`) and the selector and fusion MLPs train on the cache in seconds:
-cross-entropy of the fused logits, REINFORCE on the sampled routing with reward ``1[correct] - cost * a`` and a
-moving-average baseline, a supervised BCE of the selector on "the cheap branch is wrong", and the budget penalty.
-:func:`calibrate` then makes the trained gate respect the compute budget *on val*: it picks, by val top-1, among
-routing rules that each route at most ``budget`` of val (the selector's ranking, the cheap confidence ranking, the
-configured setting) and between the learned fusion and expensive logits alone.
-Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
+cross-entropy of the fused logits, REINFORCE on the sampled routing with a moving-average baseline, a supervised BCE
+of the selector on "the cheap branch is wrong" (weight ``gate.selector_weight``), and the budget penalty. The policy
+is trained for the routing that is deployed (SHMNet's, :class:`~ssl_art.models.gated.GatedTwoBranch`): its reward
+``1[correct] - cost * 1[expensive ran]`` scores the output each image really gets (fused if hard, expensive alone if
+it falls back, cheap otherwise) and charges every image that reaches the expensive branch, fall-backs included, and
+the budget term counts them too. :func:`calibrate` then fits the routing to the compute budget *on val* with the rule
+``gate.calibration`` names (``shmnet`` keeps the fall-back at ``gate.fallback_threshold`` and sets the selector's
+decision bias). Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
 """
 
 from __future__ import annotations
@@ -68,19 +70,21 @@ def gate_step_loss(
 
     ``CE(fused) + selector_weight * BCE(P(hard), 1[cheap wrong]) + pg_weight * REINFORCE + budget_weight * budget``.
     The supervised term teaches the selector to rank images by how likely the cheap branch is to be wrong (a
-    dense signal); REINFORCE then trades the accuracy actually gained against ``cost`` per expensive call.
+    dense signal); REINFORCE then trades the accuracy actually gained against ``cost`` per image that reaches the
+    expensive branch, under the deployed routing (fall-backs included).
     """
     fused, _ = gated.fuse(c.cf, c.cl, c.ef, c.el)
     ce = F.cross_entropy(fused, c.y)
     logit = gated.hard_logit(c.cf, c.cl)
     cheap_wrong = (c.cl.argmax(1) != c.y).float()
     sel = F.binary_cross_entropy_with_logits(logit, cheap_wrong)
-    action = torch.bernoulli(torch.sigmoid(logit.detach()))
-    pred = torch.where(action.bool()[:, None], fused.detach(), c.cl.float()).argmax(1)
-    reward = routing_reward(pred == c.y, action, g.cost)
+    action, fallback = gated.route(logit, c.cl, sample=True)
+    pred = gated.combine(action, fallback, c.cl, fused.detach(), c.el).argmax(1)
+    expensive = action | fallback
+    reward = routing_reward(pred == c.y, expensive, g.cost)
     b = baseline.update(reward)
     pg = reinforce_loss(logit, action, reward, b)
-    budget = budget_penalty(logit, g.budget)
+    budget = budget_penalty(logit, g.budget, confidence(c.cl) < gated.threshold)
     loss = ce + g.selector_weight * sel + g.pg_weight * pg + g.budget_weight * budget
     return loss, {
         "ce": float(ce.detach()),
@@ -89,6 +93,8 @@ def gate_step_loss(
         "budget": float(budget.detach()),
         "reward": float(reward.mean()),
         "p_hard": float(torch.sigmoid(logit.detach()).mean()),
+        "routed": float(expensive.float().mean()),
+        "fallback": float(fallback.float().mean()),
     }
 
 
@@ -102,7 +108,7 @@ def train_stage1(gated: GatedTwoBranch, cache: BranchCache, g: GateCfg, seed: in
     c = BranchCache(cache.cf[keep], cache.cl[keep], cache.ef[keep], cache.el[keep], cache.y[keep])
     params = list(gated.selector.parameters()) + list(gated.fusion.parameters())
     device = params[0].device
-    opt = torch.optim.AdamW(params, lr=g.stage1_lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=g.stage1_lr, weight_decay=g.stage1_weight_decay)
     baseline = MovingAverageBaseline(g.baseline_momentum)
     gen = torch.Generator().manual_seed(seed)
     gated.selector.train()
@@ -127,29 +133,53 @@ def train_stage1(gated: GatedTwoBranch, cache: BranchCache, g: GateCfg, seed: in
 @torch.no_grad()
 def simulate(gated: GatedTwoBranch, c: BranchCache) -> tuple[Tensor, Tensor]:
     """Inference-mode routing on cached outputs: ``(logits (N, K), routed (N,))``, identical to ``gated(x)``."""
-    gated.eval()
-    logit = gated.hard_logit(c.cf, c.cl)
-    routed, _ = gated.route(logit, c.cl, sample=False)
-    fused, _ = gated.fuse(c.cf, c.cl, c.ef, c.el)
-    return torch.where(routed[:, None], fused, c.cl.float()), routed
-
-
-NEVER = 1e9  # a decision bias no selector logit exceeds: the selector is switched off
+    logits, action, fallback = simulate_parts(gated, c)
+    return logits, action | fallback
 
 
 @torch.no_grad()
-def calibrate(gated: GatedTwoBranch, val: BranchCache, budget: float) -> dict[str, Any]:
-    """Choose the routing rule and fusion on val so that at most ``budget`` of val is routed; returns the result.
+def simulate_parts(gated: GatedTwoBranch, c: BranchCache) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits (N, K), action (N,), fallback (N,))`` of inference-mode routing on cached outputs."""
+    gated.eval()
+    logit = gated.hard_logit(c.cf, c.cl)
+    action, fallback = gated.route(logit, c.cl, sample=False)
+    fused, _ = gated.fuse(c.cf, c.cl, c.ef, c.el)
+    return gated.combine(action, fallback, c.cl, fused, c.el), action, fallback
 
-    Candidate rules, each routing at most ``floor(budget * n)`` val images:
 
-    - ``configured``: the current ``threshold`` / ``decision_bias``, if already within budget;
-    - ``selector``: the images with the highest selector logits (``decision_bias`` at that rank, fall-back off);
-    - ``confidence``: the images the cheap branch is least sure of (``threshold`` at that rank, selector off).
+NEVER = 1e9  # a decision bias no selector logit exceeds: the selector is switched off
+RULES = ("shmnet", "selector", "confidence", "best")
 
-    Each is tried with the learned fusion and with the expensive logits alone on routed rows (``fusion_on``); the
-    best val top-1 wins (ties: fewer routed, then the order above). Only val is used, never test.
+
+def _bias_for(logit: Tensor, k: int) -> float:
+    """A decision bias under which exactly the ``k`` highest of ``logit`` are above it (barring ties)."""
+    if k <= 0 or len(logit) == 0:
+        return NEVER
+    v = torch.sort(logit, descending=True).values
+    return float(v[k]) if k < len(v) else float(v[-1]) - 1.0
+
+
+@torch.no_grad()
+def calibrate(
+    gated: GatedTwoBranch, val: BranchCache, budget: float, rule: str = "shmnet", fallback_threshold: float = 0.9
+) -> dict[str, Any]:
+    """Fit the routing to ``budget`` on val with ``rule`` (``gate.calibration``); returns what was chosen.
+
+    At most ``floor(budget * n)`` val images may reach the expensive branch (hard rows and fall-backs together).
+
+    - ``shmnet``: the fall-back stays at ``fallback_threshold``; the selector's decision bias is the configured one
+      (``0``: ``P(hard) > 0.5``) when that is within budget, or the one that spends exactly what the fall-backs
+      leave (best val top-1 of the two). When the fall-backs alone exceed the budget the selector is switched off
+      and the overrun is reported (``within_budget`` false): the rule is never bent silently.
+    - ``selector``: fall-back off, the selector's ranking spends the budget.
+    - ``confidence``: selector off, the cheap branch's least confident images spend the budget.
+    - ``best``: all of the above, each with the learned fusion and with expensive logits alone on hard rows; the best
+      val top-1 wins (ties: fewer routed, then the order above).
+
+    Only val is used, never test.
     """
+    if rule not in RULES:
+        raise ValueError(f"gate.calibration must be one of {', '.join(RULES)}; got '{rule}'")
     keep = val.y >= 0
     logit = gated.hard_logit(val.cf, val.cl)
     conf = confidence(val.cl)
@@ -159,51 +189,64 @@ def calibrate(gated: GatedTwoBranch, val: BranchCache, budget: float) -> dict[st
     def n_routed(th: float, bias: float) -> int:
         return int(((logit > bias) | (conf < th)).sum())
 
-    rules: list[tuple[str, float, float]] = []
-    th0, b0 = float(gated.threshold), float(gated.decision_bias)
-    if n_routed(th0, b0) <= limit:
-        rules.append(("configured", th0, b0))
-    by_logit = torch.sort(logit, descending=True).values
-    rules.append(("selector", 0.0, float(by_logit[limit]) if limit < n else float(by_logit[-1]) - 1.0))
+    th, b0 = fallback_threshold, float(gated.decision_bias)
+    low = conf < th
+    shm: list[tuple[str, float, float]] = []
+    if n_routed(th, b0) <= limit:
+        shm.append(("shmnet/configured", th, b0))
+    if int(low.sum()) <= limit:
+        shm.append(("shmnet/budget", th, _bias_for(logit[~low], limit - int(low.sum()))))
+    else:
+        shm.append(("shmnet/fallback_only", th, NEVER))
     by_conf = torch.sort(conf).values
-    rules.append(("confidence", float(by_conf[limit]) if limit < n else 1.01, NEVER))
+    sel = [("selector", 0.0, _bias_for(logit, limit))]
+    con = [("confidence", float(by_conf[limit]) if limit < n else 1.01, NEVER)]
+    within = [r for r in shm if r[0] != "shmnet/fallback_only"]  # "best" only weighs rules within the budget
+    rules = {"shmnet": shm, "selector": sel, "confidence": con, "best": within + sel + con}[rule]
+    fusions = (1.0, 0.0) if rule == "best" else (1.0,)
 
-    def val_top1() -> float:
-        logits, _ = simulate(gated, val)
+    def set_rule(th: float, bias: float, fusion_on: float) -> None:
+        gated.threshold.fill_(th)
+        gated.decision_bias.fill_(bias)
+        gated.fusion_on.fill_(fusion_on)
+
+    def val_top1(logits: Tensor) -> float:
         return float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
 
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     best: tuple[float, int, int] | None = None
-    chosen = rules[0][1:] + (1.0,)
-    for order, (name, th, bias) in enumerate(rules):
-        for fusion_on in (1.0, 0.0):
-            gated.threshold.fill_(th)
-            gated.decision_bias.fill_(bias)
-            gated.fusion_on.fill_(fusion_on)
-            acc, k = val_top1(), n_routed(th, bias)
+    chosen = (rules[0], 1.0)
+    for order, (name, r_th, bias) in enumerate(rules):
+        for fusion_on in fusions:
+            set_rule(r_th, bias, fusion_on)
+            acc, k = val_top1(simulate(gated, val)[0]), n_routed(r_th, bias)
             result[f"val_top1/{name}/{'fused' if fusion_on else 'expensive'}"] = acc
-            key = (acc, -k, -order)
+            key = (acc if acc == acc else -1.0, -k, -order)
             if best is None or key > best:
-                best, chosen = key, (th, bias, fusion_on)
-                result["rule"] = float(order)
-    th, bias, fusion_on = chosen
-    gated.threshold.fill_(th)
-    gated.decision_bias.fill_(bias)
-    gated.fusion_on.fill_(fusion_on)
-    logits, routed = simulate(gated, val)
-    top1 = float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
-    exp_top1 = float((val.el.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
-    cheap_top1 = float((val.cl.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
-    out: dict[str, Any] = dict(result)
-    return out | {
-        "rule_name": rules[int(result["rule"])][0],
+                best, chosen = key, ((name, r_th, bias), fusion_on)
+    (name, th, bias), fusion_on = chosen
+    set_rule(th, bias, fusion_on)
+    logits, action, fallback = simulate_parts(gated, val)
+    routed = action | fallback
+    if float(routed.float().mean()) > budget + 1e-9:
+        log.warning(
+            "gate.calibration=%s: the fall-backs alone (cheap max prob < %.2f) route %.1f%% of val, over the budget "
+            "%.1f%%; lower gate.fallback_threshold or raise gate.budget", rule, th, 100 * float(routed.float().mean()),
+            100 * budget,
+        )  # fmt: skip
+    return result | {
+        "calibration": rule,
+        "rule_name": name,
         "threshold": th,
         "decision_bias": bias,
         "fusion_on": fusion_on,
+        "within_budget": bool(int(routed.sum()) <= limit),
         "val_expensive_fraction": float(routed.float().mean()),
-        "val_top1": top1,
-        "val_top1_expensive_only": exp_top1,
-        "val_top1_cheap_only": cheap_top1,
+        "val_selector_fraction": float(action.float().mean()),
+        "val_fallback_fraction": float(fallback.float().mean()),
+        "val_top1": val_top1(logits),
+        "val_top1_expensive_only": val_top1(val.el),
+        "val_top1_cheap_only": val_top1(val.cl),
     }
 
 
@@ -215,14 +258,15 @@ def train_stage2(
     lr: float,
     device: torch.device,
 ) -> list[dict[str, float]]:
-    """End-to-end fine-tune with sampled routing on real images: only sampled-hard rows run the expensive branch.
+    """End-to-end fine-tune with sampled routing on real images: only routed rows run the expensive branch.
 
-    Loss: CE of the routed output + CE of the cheap logits (keeps the cheap branch a classifier) + REINFORCE +
-    budget penalty, for ``gate.stage2_epochs`` epochs at ``lr``. Branch BatchNorm statistics stay frozen (eval
-    mode): the batch reaching the expensive branch is a small, biased subset.
+    Loss: CE of the routed output + CE of the cheap logits (keeps the cheap branch a classifier) + REINFORCE (every
+    routed image, fall-backs included, pays ``cost``) + budget penalty, for ``gate.stage2_epochs`` epochs at
+    ``lr``. Branch BatchNorm statistics stay frozen (eval mode): the batch reaching the expensive branch is a small,
+    biased subset. The caller passes a copy when the stage-1 model must stay what it is (see ``finetune.run``).
     """
     params = [p for p in gated.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=g.stage1_weight_decay)
     baseline = MovingAverageBaseline(g.baseline_momentum)
     history = []
     for epoch in range(g.stage2_epochs):
@@ -242,10 +286,11 @@ def train_stage2(
             out = gated(x, sample=True)
             ce = F.cross_entropy(out.logits, y)
             ce_cheap = F.cross_entropy(out.cheap_logits.float(), y)
-            action = out.action.float()
-            reward = routing_reward(out.logits.detach().argmax(1) == y, action, g.cost)
-            pg = reinforce_loss(out.hard_logit, action, reward, baseline.update(reward))
-            loss = ce + ce_cheap + g.pg_weight * pg + g.budget_weight * budget_penalty(out.hard_logit, g.budget)
+            reward = routing_reward(out.logits.detach().argmax(1) == y, out.routed, g.cost)
+            pg = reinforce_loss(out.hard_logit, out.action.float(), reward, baseline.update(reward))
+            low = confidence(out.cheap_logits) < gated.threshold
+            budget = budget_penalty(out.hard_logit, g.budget, low)
+            loss = ce + ce_cheap + g.pg_weight * pg + g.budget_weight * budget
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -71,8 +71,9 @@ class ModelSpec:
     cheap_stages: int = 2
     exit_width: int = 256  # shared-trunk exit head: 1x1 conv width (features 2 * width)
     hidden_dim: int = 64
-    threshold: float = 0.9
+    threshold: float = 0.9  # gate.fallback_threshold
     alpha: float = 1.0
+    fusion_init_bias: float = 3.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +194,7 @@ def build_gated(spec: ModelSpec, cheap: Classifier, expensive: Classifier) -> Ga
         hidden_dim=spec.hidden_dim,
         threshold=spec.threshold,
         alpha=spec.alpha,
+        fusion_init_bias=spec.fusion_init_bias,
     )
 
 

@@ -3,8 +3,10 @@
 The selector is a Bernoulli policy ``pi(a=1 | x) = sigmoid(s(x))`` (``a = 1``: run the expensive branch). Its
 gradient is the score-function estimator ``E[(r - b) * grad log pi(a)]`` (Williams 1992), with ``b`` an
 exponential moving average of past mean rewards to cut variance without bias. The reward trades accuracy against
-compute, ``r = 1[prediction correct] - cost * a``, as in BlockDrop (Wu et al. 2018). The budget term
-``relu(mean P(hard) - budget)**2`` keeps the expected expensive fraction under the target.
+compute, ``r = 1[prediction correct] - cost * 1[expensive ran]``, as in BlockDrop (Wu et al. 2018); the expensive
+branch runs on hard rows *and* on SHMNet's fall-backs (easy rows the cheap branch is unsure of), so both pay the
+cost. The budget term ``relu(E[expensive fraction] - budget)**2`` keeps the expected fraction of images reaching the
+expensive branch, ``mean(P(hard) + (1 - P(hard)) * 1[fall-back if easy])``, under the target.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ class MovingAverageBaseline:
         return used
 
 
-def routing_reward(correct: Tensor, action: Tensor, cost: float) -> Tensor:
-    """``r = correct - cost * a``, each ``(B,)``."""
-    return correct.float() - cost * action.float()
+def routing_reward(correct: Tensor, expensive: Tensor, cost: float) -> Tensor:
+    """``r = correct - cost * expensive``, each ``(B,)``; ``expensive`` = the row reached the expensive branch."""
+    return correct.float() - cost * expensive.float()
 
 
 def reinforce_loss(hard_logit: Tensor, action: Tensor, reward: Tensor, baseline: float) -> Tensor:
@@ -54,6 +56,19 @@ def reinforce_loss(hard_logit: Tensor, action: Tensor, reward: Tensor, baseline:
     return -(advantage * policy_log_prob(hard_logit, action)).mean()
 
 
-def budget_penalty(hard_logit: Tensor, budget: float) -> Tensor:
-    """``relu(mean sigmoid(s) - budget)**2``: zero while the expected expensive fraction is within budget."""
-    return torch.relu(torch.sigmoid(hard_logit).mean() - budget) ** 2
+def expected_expensive(hard_logit: Tensor, low_confidence: Tensor | None = None) -> Tensor:
+    """``(B,)`` probability that a row reaches the expensive branch: ``p + (1 - p) * low_confidence``.
+
+    Args:
+        hard_logit: selector logits, ``p = sigmoid(hard_logit)``.
+        low_confidence: ``(B,)`` bool, rows that fall back when the selector calls them easy (``None``: none).
+    """
+    p = torch.sigmoid(hard_logit)
+    if low_confidence is None:
+        return p
+    return p + (1.0 - p) * low_confidence.to(p.dtype)
+
+
+def budget_penalty(hard_logit: Tensor, budget: float, low_confidence: Tensor | None = None) -> Tensor:
+    """``relu(mean E[expensive] - budget)**2`` (:func:`expected_expensive`): zero while within budget."""
+    return torch.relu(expected_expensive(hard_logit, low_confidence).mean() - budget) ** 2

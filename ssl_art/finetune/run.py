@@ -1,15 +1,21 @@
 """``run_finetune(cfg)``: the fine-tuning pipeline behind ``main_finetune.py``.
 
-Order matters for honest numbers: load and label-map the collection, make (or reuse) the saved split, fine-tune with
-model selection on val, evaluate the selected model on test exactly once, then optionally soft-vote with other runs
-and train the gated head (stage 0 cheap branch, stage 1 selector/fusion, budget calibration on val, optional stage
-2), and finally measure FLOPs, images/s, routing and accuracy of gated vs expensive-only vs cheap-only on the same
-test images. Everything lands in the run dir: ``splits.json``, ``config.yaml``, ``checkpoints/``, ``test*.json``,
-confusion PNGs, ``gate_compare.json`` and ``summary.json``, plus TensorBoard events under ``tb/``.
+Order matters for honest numbers: load and label-map the collection, make (or reuse) the saved split, check that
+ensemble members were trained on this split, fine-tune with model selection on val, evaluate the selected model on
+test exactly once, then optionally soft-vote with other runs and train the gated head (stage 0 cheap branch, stage 1
+selector/fusion, budget calibration on val, optional stage 2 on a copy), and finally measure FLOPs, synchronised
+images/s, routing (selector vs fall-back) and accuracy of gated vs expensive-only vs cheap-only on the same test
+images (unreadable ones left out of every score). Both training stages run on the engine's optimiser step and
+checkpoint under ``checkpoints/<stage>/``; a killed run continues exactly with ``run.resume=true``, and a rerun
+without it is refused with one line saying so. Each stage reseeds from ``run.seed``, so a resumed run repeats the
+cheap stages (caching, stage 1, calibration) bit for bit. Everything lands in the run dir: ``splits.json``,
+``config.yaml``, ``checkpoints/``, ``metrics.jsonl``, ``test*.json``, confusion PNGs, ``gate_compare.json`` and
+``summary.json``, plus TensorBoard events under ``tb/``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -26,7 +32,8 @@ from ssl_art.checkpoint import save_checkpoint
 from ssl_art.config import ConfigError, FinetuneConfig, config_to_dict
 from ssl_art.data import Collection, build_collection, build_eval_transform, build_loader, build_view_transform
 from ssl_art.data.collection import load_collection
-from ssl_art.engine.rundir import check_run_dir, prepare_run_dir
+from ssl_art.engine.rundir import prepare_run_dir
+from ssl_art.finetune.checks import check_ensemble_split, preflight
 from ssl_art.finetune.compute import measure_modes
 from ssl_art.finetune.ensemble import member_weights, soft_vote
 from ssl_art.finetune.gate_train import cache_outputs, calibrate, train_stage1, train_stage2
@@ -94,17 +101,21 @@ def _get_split(cfg: FinetuneConfig, out: Path, coll: Collection, targets: np.nda
     return split
 
 
-def _load_images(loader: Any, n: int) -> torch.Tensor:
-    """Preprocessed ``(n, 3, S, S)`` tensor of a loader's images in collection order (bad images: zeros)."""
+def _load_images(loader: Any, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Preprocessed ``(n, 3, S, S)`` tensor of a loader's images in collection order, and ``(n,)`` which loaded
+    (unreadable images stay zeros and must be left out of every score)."""
     images: torch.Tensor | None = None
+    ok = np.zeros(n, dtype=bool)
     for b in loader:
         if not b.views:
             continue
         if images is None:
             images = torch.zeros((n, *b.views[0].shape[1:]))
         images[b.indices] = b.views[0]
-    assert images is not None
-    return images
+        ok[b.indices.numpy()] = True
+    if images is None:
+        raise RuntimeError("no readable image in the test set")
+    return images, ok
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -121,7 +132,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         )
     # everything a user can get wrong (run folder, data path, label map, device) is checked before the run folder
     # is created, so a typo leaves nothing behind
-    check_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite)
+    preflight(cfg)
     device = resolve_device(cfg.run.device)
     amp = amp_dtype(cfg.run.amp, device)
     columns = list(cfg.ft.label_columns) or [cfg.data.label_column]
@@ -154,6 +165,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         len(test),
         {c: len(v) for c, v in classes.items()},
     )
+    check_ensemble_split(cfg.ft.ensemble, test.paths)
 
     size = cfg.data.image_size
     train_tf, eval_tf = build_view_transform(cfg.data.aug, size), build_eval_transform(size)
@@ -168,17 +180,21 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         cheap_backbone=cfg.gate.cheap_backbone,
         cheap_stages=cfg.gate.cheap_stages,
         hidden_dim=cfg.gate.hidden_dim,
-        threshold=cfg.gate.threshold,
+        exit_width=cfg.gate.exit_width,
+        threshold=cfg.gate.fallback_threshold,
         alpha=cfg.gate.alpha,
+        fusion_init_bias=cfg.gate.fusion_init_bias,
     )
     model = Classifier(backbone, backbone.embed_dim, spec.n_classes, cfg.ft.head_dropout)
     n_train = freeze_for_mode(model, model.timm_model, cfg.ft.mode, cfg.ft.last_n)
     log.info("mode %s: %d trainable parameters", cfg.ft.mode, n_train)
     decay = 1.0 if cfg.ft.mode == "linear" else cfg.ft.layer_decay
     lr = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.accum_steps)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)  # every stage starts from the seed: resume repeats it
     result = train_classifier(
         model, train, y_train, val, y_val, train_tf, eval_tf, cfg, device, amp, writer, "ft",
         epochs=cfg.optim.epochs, lr=lr, layer_decay=decay, freeze_backbone_stats=cfg.ft.mode == "linear",
+        ckpt_dir=out / "checkpoints" / "ft", metrics_path=out / "metrics.jsonl",
     )  # fmt: skip
     meta = {"val_score": result.best_score, "select_metric": cfg.ft.select_metric, "best_epoch": result.best_epoch}
     save_checkpoint(
@@ -255,45 +271,46 @@ def _run_gate(
     lr = scaled_lr(cfg.optim.lr, cfg.data.batch_size, cfg.optim.accum_steps)
     if isinstance(cheap.encoder, TrunkExit):
         # shared trunk: it belongs to the fine-tuned expensive branch and stays frozen; only the fresh exit head
-        # trains, at 10x the fine-tuning lr as a probe on frozen features would
+        # trains, at gate.exit_lr_scale x the fine-tuning lr as a probe on frozen features would
         freeze_for_mode(cheap, cheap.timm_model, "linear")
-        lr = 10 * lr
+        lr = g.exit_lr_scale * lr
     else:
         freeze_for_mode(cheap, cheap.timm_model, "full")
+    seed = cfg.run.seed
+    seed_everything(seed + 1, cfg.run.deterministic)
     res0 = train_classifier(
         cheap, train[0], train[1][:, :1], val[0], val[1][:, :1], train_tf, eval_tf, cheap_cfg, device, amp, writer,
         "gate_cheap", epochs=g.cheap_epochs or cfg.optim.epochs, lr=lr,
+        ckpt_dir=out / "checkpoints" / "gate_cheap", metrics_path=out / "metrics.jsonl",
     )  # fmt: skip
     gated = build_gated(spec, cheap, expensive).to(device)
     for part in (gated.trunk, gated.cheap_head, gated.rest):
         for p in part.parameters():
             p.requires_grad_(False)
-    seed = cfg.run.seed
     train_cache = cache_outputs(
         gated, build_loader(train[0], train_tf, cfg.data, train=False, seed=seed), train[1][:, 0], device
     )
     val_cache = cache_outputs(
         gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
     )
+    seed_everything(seed + 2, cfg.run.deterministic)
     hist1 = train_stage1(gated, train_cache, g, seed)
-    calib = calibrate(gated, val_cache, g.budget)
+    calib = calibrate(gated, val_cache, g.budget, g.calibration, g.fallback_threshold)
+    stage1 = gated  # its branches are the saved classifiers: the single-branch rows are measured on it
     hist2: list[dict[str, float]] = []
     if g.stage2_epochs > 0:
+        gated = copy.deepcopy(stage1)  # stage 2 changes the branches; the classifiers it started from stay intact
         for p in gated.parameters():
             p.requires_grad_(True)
         loader = build_loader(train[0], train_tf, cfg.data, train=True, seed=seed)
+        seed_everything(seed + 3, cfg.run.deterministic)
         hist2 = train_stage2(
-            gated,
-            loader,
-            train[1][:, 0],
-            g,
-            scaled_lr(cfg.optim.lr, cfg.data.batch_size) * 0.1,
-            device,
+            gated, loader, train[1][:, 0], g, g.stage2_lr_scale * scaled_lr(cfg.optim.lr, cfg.data.batch_size), device
         )
         val_cache = cache_outputs(
             gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
         )
-        calib = calibrate(gated, val_cache, g.budget)
+        calib = calibrate(gated, val_cache, g.budget, g.calibration, g.fallback_threshold)
     log.info("gate calibrated on val: %s", calib)
     save_checkpoint(
         out / "checkpoints" / "gated.pt",
@@ -301,16 +318,20 @@ def _run_gate(
     )
 
     coll, y = test
-    images = _load_images(build_loader(coll, eval_tf, cfg.data, train=False, seed=seed), len(coll)).to(device)
+    images, ok = _load_images(build_loader(coll, eval_tf, cfg.data, train=False, seed=seed), len(coll))
+    y_ok = np.where(ok, y[:, 0], -1)  # unreadable test images are left out of every row's score
     col, classes = spec.columns[0], spec.classes[spec.columns[0]]
-    modes = measure_modes(gated, images, cfg.data.batch_size, g.bench_repeats)
+    modes = measure_modes(
+        gated, images.to(device), cfg.data.batch_size, g.bench_repeats, g.bench_warmup,
+        reference=stage1 if gated is not stage1 else None,
+    )  # fmt: skip
     table = {}
     for name, m in modes.items():
         probs = torch.as_tensor(m.pop("logits")).softmax(-1).numpy()
-        rep = classification_metrics(probs, y[:, 0], classes)
-        table[name] = {k: rep[k] for k in ("top1", "top3", "top5", "macro_f1")} | m
+        rep = classification_metrics(probs, y_ok, classes)
+        table[name] = {k: rep[k] for k in ("n", "top1", "top3", "top5", "macro_f1")} | m
         if name == "gated":
-            write_report(out, "test_gated", {col: (probs, y[:, 0], classes)}, writer)
+            write_report(out, "test_gated", {col: (probs, y_ok, classes)}, writer)
     result = {
         "calibration": calib,
         "cheap_val": res0.best_score,
@@ -319,15 +340,27 @@ def _run_gate(
         "test": table,
     }
     (out / "gate_compare.json").write_text(json.dumps(result, indent=1))
-    lines = [
-        f"{'mode':16s} {'top1':>6s} {'top3':>6s} {'top5':>6s} {'mF1':>6s} {'GFLOPs/img':>10s} {'img/s':>8s} "
-        f"{'%exp':>6s}"
-    ]
-    for name, r in table.items():
-        lines.append(
-            f"{name:16s} {r['top1']:6.3f} {r['top3']:6.3f} {r['top5']:6.3f} {r['macro_f1']:6.3f} "
-            f"{r['gflops_per_image']:10.4f} {r['images_per_s']:8.1f} {100 * r['expensive_fraction']:6.1f}"
-        )
+    lines = gate_table(table, calib)
     (out / "gate_compare.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
+
+
+def gate_table(table: dict[str, dict[str, Any]], calib: dict[str, Any]) -> list[str]:
+    """The printed comparison; the gated row names its calibration rule and its selector / fall-back split."""
+    lines = [
+        f"{'mode':16s} {'top1':>6s} {'top3':>6s} {'top5':>6s} {'mF1':>6s} {'GFLOPs/img':>10s} {'img/s':>8s} "
+        f"{'%exp':>6s} {'%sel':>6s} {'%fb':>6s}  calibration"
+    ]
+    for name, r in table.items():
+        note = ""
+        if name == "gated":
+            note = f"  {calib['calibration']} ({calib['rule_name']}, fallback < {calib['threshold']:.2f})"
+            if not calib["within_budget"]:
+                note += " over budget"
+        lines.append(
+            f"{name:16s} {r['top1']:6.3f} {r['top3']:6.3f} {r['top5']:6.3f} {r['macro_f1']:6.3f} "
+            f"{r['gflops_per_image']:10.4f} {r['images_per_s']:8.1f} {100 * r['expensive_fraction']:6.1f} "
+            f"{100 * r['selector_fraction']:6.1f} {100 * r['fallback_fraction']:6.1f}{note}"
+        )
+    return lines

@@ -6,12 +6,17 @@ from the trunk's map* rather than recomputing it. Every image pays ``trunk + che
 ``rest``, so gated FLOPs are ``cheap + fraction_routed * rest`` and fall strictly below always-expensive whenever
 the fraction is below 1 (Teerapittayanon et al. 2016 "BranchyNet"; Wang et al. "SHMNet" for the light/heavy
 branches). A separate small CNN as cheap branch is the special case ``trunk = Identity``. A *selector* MLP sees the
-cheap features and confidence and gives ``P(hard)``; a *fusion* MLP gives ``w = alpha * sigmoid(MLP(f_c, f_e,
-conf_c, conf_e))`` and routed images get ``(1 - w) * logits_c + w * logits_e`` (or the expensive logits alone when
-the ``fusion_on`` buffer is 0, a choice made on val). Routing is hard: a row is routed when the selector says hard
-(sampled in training, ``logit > decision_bias`` at inference) or when the cheap confidence is below ``threshold``.
-``threshold``, ``decision_bias`` and ``fusion_on`` are buffers, so a budget calibrated on val travels with the
-weights. The policy gradient follows Wu et al. 2018 "BlockDrop".
+cheap features and confidence and gives ``P(hard)``. Routing is SHMNet's, per image:
+
+- *hard* (the selector's action: sampled in training, ``logit > decision_bias`` at inference): both branches run and
+  the logits are fused, ``(1 - w) * logits_c + w * logits_e`` with ``w = alpha * sigmoid(MLP(f_c, f_e, conf_c,
+  conf_e))`` (the expensive logits alone when the ``fusion_on`` buffer is 0, an option of calibration);
+- *easy* and the cheap branch's max probability ``>= threshold``: the cheap logits;
+- *easy* but less confident than ``threshold`` (the *fall-back*): the expensive branch's logits alone, no fusion.
+
+Every image that reaches the expensive branch (hard or fall-back) is ``routed``. ``threshold``, ``decision_bias`` and
+``fusion_on`` are buffers, so a budget calibrated on val travels with the weights. The policy gradient follows Wu et
+al. 2018 "BlockDrop".
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ class GatedOutput:
     """Result of :meth:`GatedTwoBranch.forward`.
 
     Attributes:
-        logits: ``(B, K)``: cheap logits for easy rows, fused (or expensive) logits for routed rows.
-        routed: ``(B,)`` bool, True where the expensive part ran.
+        logits: ``(B, K)``: cheap logits for easy rows, fused logits for hard rows, expensive logits for fall-backs.
+        routed: ``(B,)`` bool, True where the expensive part ran (``action | fallback``).
         hard_logit: ``(B,)`` selector logit of ``P(hard)``.
-        weight: ``(B,)`` fusion weight ``w`` (0 where not routed).
-        action: ``(B,)`` bool, the selector's own decision (the policy's action; ``routed`` also has fall-backs).
+        weight: ``(B,)`` weight of the expensive logits: fusion ``w`` on hard rows, 1 on fall-backs, 0 elsewhere.
+        action: ``(B,)`` bool, the selector's own decision (the policy's action).
         cheap_logits: ``(B, K)`` the cheap branch's logits.
+        fallback: ``(B,)`` bool, easy rows whose cheap confidence is below ``threshold`` (expensive alone).
     """
 
     logits: Tensor
@@ -44,6 +50,7 @@ class GatedOutput:
     weight: Tensor
     action: Tensor
     cheap_logits: Tensor
+    fallback: Tensor
 
 
 def split_stages(timm_model: nn.Module, n_levels: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -153,8 +160,9 @@ class GatedTwoBranch(nn.Module):
         cheap_dim: ``D_c``.
         expensive_dim: ``D_e``.
         hidden_dim: width of the selector and fusion MLPs.
-        threshold: cheap confidence below this falls back to the expensive branch (default 0.9).
+        threshold: an easy row whose cheap confidence is below this falls back to the expensive branch (SHMNet: 0.9).
         alpha: maximum fusion weight, ``w = alpha * sigmoid(.)``, in ``(0, 1]``.
+        fusion_init_bias: initial bias of the fusion MLP's output (3: ``w ~ 0.95 alpha``, trust the expensive branch).
     """
 
     threshold: Tensor
@@ -171,6 +179,7 @@ class GatedTwoBranch(nn.Module):
         hidden_dim: int = 64,
         threshold: float = 0.9,
         alpha: float = 1.0,
+        fusion_init_bias: float = 3.0,
     ):
         super().__init__()
         if not 0.0 < alpha <= 1.0:
@@ -183,7 +192,7 @@ class GatedTwoBranch(nn.Module):
         with torch.no_grad():  # start near "trust the expensive branch": w = alpha * sigmoid(3) ~ 0.95 alpha
             last = self.fusion[-1]
             assert isinstance(last, nn.Linear)
-            last.bias.fill_(3.0)
+            last.bias.fill_(fusion_init_bias)
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("decision_bias", torch.tensor(0.0))
         self.register_buffer("fusion_on", torch.tensor(1.0))
@@ -232,13 +241,24 @@ class GatedTwoBranch(nn.Module):
         return (1.0 - w[:, None]) * cheap_logits.float() + w[:, None] * exp_logits.float(), w
 
     def route(self, hard_logit: Tensor, cheap_logits: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
-        """``(routed, action)``, ``(B,)`` bool each: the selector's action (sampled, or ``logit > decision_bias``)
-        and ``routed = action | (cheap confidence < threshold)``."""
+        """``(action, fallback)``, ``(B,)`` bool each: the selector's action (sampled, or ``logit > decision_bias``)
+        and the fall-backs ``~action & (cheap confidence < threshold)``; the routed rows are ``action | fallback``."""
         if sample:
             action = torch.bernoulli(torch.sigmoid(hard_logit.detach())).bool()
         else:
             action = hard_logit > self.decision_bias
-        return action | (confidence(cheap_logits) < self.threshold), action
+        return action, self.fallback(action, cheap_logits)
+
+    def fallback(self, action: Tensor, cheap_logits: Tensor) -> Tensor:
+        """``(B,)`` bool: easy rows (``~action``) the cheap branch is less sure of than ``threshold``."""
+        return ~action & (confidence(cheap_logits) < self.threshold)
+
+    def combine(
+        self, action: Tensor, fallback: Tensor, cheap_logits: Tensor, fused: Tensor, exp_logits: Tensor
+    ) -> Tensor:
+        """Per-row output ``(B, K)``: fused on hard rows, expensive alone on fall-backs, cheap elsewhere."""
+        out = torch.where(fallback[:, None], exp_logits.float(), cheap_logits.float())
+        return torch.where(action[:, None], fused.float(), out)
 
     # ------------------------------------------------------------------ end to end
 
@@ -252,16 +272,21 @@ class GatedTwoBranch(nn.Module):
         sample = self.training if sample is None else sample
         h, cf, cl = self.cheap(x)
         logit = self.hard_logit(cf, cl)
-        routed, action = self.route(logit, cl, sample)
+        action, fallback = self.route(logit, cl, sample)
+        routed = action | fallback
         logits = cl.float().clone()
         weight = logits.new_zeros(len(x))
         idx = routed.nonzero().squeeze(1)
         if idx.numel():
             ef, el = self.rest(h[idx])
-            fused, w = self.fuse(cf[idx], cl[idx], ef, el)
-            logits = logits.index_copy(0, idx, fused)
+            out, w = el.float(), el.new_ones(len(idx), dtype=torch.float32)  # fall-backs: the expensive branch alone
+            j = action[idx].nonzero().squeeze(1)  # hard rows among the routed ones: fused
+            if j.numel():
+                fused, wj = self.fuse(cf[idx[j]], cl[idx[j]], ef[j], el[j])
+                out, w = out.index_copy(0, j, fused), w.index_copy(0, j, wj)
+            logits = logits.index_copy(0, idx, out)
             weight = weight.index_copy(0, idx, w)
-        return GatedOutput(logits, routed, logit, weight, action, cl)
+        return GatedOutput(logits, routed, logit, weight, action, cl, fallback)
 
 
 def policy_log_prob(hard_logit: Tensor, action: Tensor) -> Tensor:

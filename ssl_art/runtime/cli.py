@@ -46,7 +46,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 def message(e: BaseException) -> str:
     """The one-line text of a user error, with the fix named where the exception alone does not."""
     text = str(e).strip().replace("\n", " ")
-    if isinstance(e, UnidentifiedImageError):
+    if isinstance(e, (UnidentifiedImageError, BadInputError)):
         text += "; give image files (jpg, png, webp, ...) or folders of them"
     if isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in text:
         text = f"{text}: {e.filename}"

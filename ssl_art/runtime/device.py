@@ -2,6 +2,7 @@
 
 ``resolve_device("auto")`` picks cuda, then mps, then cpu; ``amp_dtype`` turns ``run.amp`` into an autocast dtype
 (bf16 on CUDA by default, off elsewhere) and ``autocast`` is ``torch.autocast`` or a no-op context when off.
+``synchronize`` waits for a device's queued kernels, so a timer around GPU work measures the work, not its launch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["amp_dtype", "autocast", "resolve_device"]
+__all__ = ["amp_dtype", "autocast", "resolve_device", "synchronize"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,3 +52,15 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
     """``torch.autocast`` when ``dtype`` is set, a no-op context otherwise."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Block until every kernel queued on ``device`` has finished (CUDA, MPS); a no-op on CPU.
+
+    Call it on both ends of a timed region: CUDA and MPS run asynchronously, so without it a timer measures kernel
+    launches, and whichever code happens to copy a result to the host pays for everything queued before it.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

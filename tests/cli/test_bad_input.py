@@ -94,7 +94,7 @@ CASES = [
     ("query-trunc", ["query", "--index", "{idx}", "--checkpoint", "{trunc}", "{img}"], 1, "truncated or corrupt",
      False),
     ("query-nonimage", ["query", "--index", "{idx}", "--backbone", "resnet10t", "{txt}"], 1,
-     "cannot identify image file", False),
+     "not a recognised image format); give image files", False),
     ("query-k0", ["query", "--index", "{idx}", "{img}", "-k", "0"], 2, "-k: must be >= 1, got 0", False),
     ("query-noindex", ["query", "--index", "{out}", "{img}"], 2, "build one with `ssl-art index build`", False),
     ("query-model", ["query", "--index", "{idx}", "--checkpoint", "{run}", "{img}"], 2, "model", False),

@@ -38,7 +38,7 @@ def test_query_and_serve_use_the_same_k(
     hits = json.loads(capsys.readouterr().out)[0]["hits"]
     assert len(hits) == k
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(server, "serve", lambda index, model, host, port, k: seen.update(k=k))
+    monkeypatch.setattr(server, "serve", lambda state, settings: seen.update(k=settings.k))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,4 +1,8 @@
-"""SIGKILL a real ``main_pretrain.py`` mid-epoch, resume it, and get the weights of an uninterrupted run."""
+"""SIGKILL a real ``main_pretrain.py`` mid-epoch, resume it, and get the weights of an uninterrupted run.
+
+Run on both input paths: the per-image PIL DataLoader (``data.cache=off``) and the cached batched path with the
+cache in RAM and memory-mapped on disk (issue 11).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,12 +38,13 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    full = _run(tmp_path / "full")
+@pytest.mark.parametrize("cache", ["off", "ram", "disk"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, cache):
+    full = _run(tmp_path / "full", f"data.cache={cache}")
     assert full.wait(timeout=300) == 0, full.stderr.read().decode() if full.stderr else ""
 
     part_dir = tmp_path / "part"
-    part = _run(part_dir)
+    part = _run(part_dir, f"data.cache={cache}")
     deadline = time.time() + 300
     # kill -9 as soon as the step-4 checkpoint is on disk: mid-epoch 1, possibly mid-way through writing step 5
     while not (part_dir / "checkpoints" / "ckpt-000000004.pt.sha256").exists():
@@ -53,7 +59,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert newest is not None
     assert 4 <= load_checkpoint(newest)["step"] < 12, "the kill must land before the run finished"
 
-    resumed = _run(part_dir, "run.resume=true")
+    resumed = _run(part_dir, "run.resume=true", f"data.cache={cache}")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode() if resumed.stderr else ""
     a, b = _weights(tmp_path / "full"), _weights(part_dir)
     assert a.keys() == b.keys()

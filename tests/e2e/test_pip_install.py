@@ -49,7 +49,7 @@ def test_pip_installed_ssl_art_runs_every_stage_outside_a_clone(tmp_path: Path) 
     assert (work / "runs" / "demo" / "eval" / "metrics.json").is_file()
     run("export", "runs/demo", "--format", "timm", "--out", "export/demo")
     check = (
-        "import timm, torch, ssl_art.models.build as b\n"
+        "import timm, torch, ssl_art.methods.load as b\n"
         "m = timm.create_model('local-dir:export/demo', pretrained=True).eval()\n"
         "ref, _ = b.load_method('runs/demo')\n"
         "x = torch.randn(2, 3, 32, 32)\n"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import main_finetune
 import ssl_art.finetune  # noqa: F401
 from ssl_art.cli import main as cli_main
-from ssl_art.config import FinetuneConfig, load_config
+from ssl_art.config import ConfigError, FinetuneConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +52,16 @@ def test_tiny_finetune_gate_ensemble_predict(tmp_path: Path) -> None:
     summary = json.loads((run1 / "summary.json").read_text())
     assert summary["test"]["label"]["n"] == len(parts[2])
     gate = summary["gate"]
-    assert gate["calibration"]["val_expensive_fraction"] <= 0.4 + 1e-6
+    calib = gate["calibration"]
+    assert calib["calibration"] == "shmnet" and calib["threshold"] == 0.9  # SHMNet's fall-back kept as configured
+    assert calib["within_budget"] == (calib["val_expensive_fraction"] <= 0.4 + 1e-6)
     table = gate["test"]
+    g = table["gated"]
+    assert g["expensive_fraction"] == pytest.approx(g["selector_fraction"] + g["fallback_fraction"])
+    gated_line = next(line for line in (run1 / "gate_compare.txt").read_text().splitlines() if line.startswith("gated"))
+    assert "shmnet" in gated_line  # the calibration rule is printed next to the gated row
     assert table["cheap_only"]["expensive_fraction"] == 0 and table["expensive_only"]["expensive_fraction"] == 1
     assert table["cheap_only"]["gflops_per_image"] < table["expensive_only"]["gflops_per_image"]
-    g = table["gated"]
     # measured gated FLOPs = cheap + routed share of (expensive + gate MLPs): between the two extremes
     lo = table["cheap_only"]["gflops_per_image"]
     hi = lo + g["expensive_fraction"] * table["expensive_only"]["gflops_per_image"]
@@ -81,6 +87,14 @@ def test_tiny_finetune_gate_ensemble_predict(tmp_path: Path) -> None:
     assert s2["test_ensemble"]["label"]["n"] == len(parts[2]) and s2["test_ensemble"]["members"] == 2
     assert json.loads((run2 / "splits.json").read_text())["test"] == split["test"]
 
+    # a member trained on another split may have seen this run's test images: refused
+    with pytest.raises(ConfigError, match="was trained on .* of this run's test images"):
+        main_finetune.main(
+            ["--config", tiny, f"run.output_dir={tmp_path / 'run3'}", "ft.mode=linear", "gate.enabled=false",
+             "split.seed=7", f"ft.ensemble=[{run1 / 'checkpoints' / 'best.pt'}]"]
+        )  # fmt: skip
+    assert not (tmp_path / "run3" / "checkpoints").exists()  # refused before any training
+
     # predict: folder of images -> top-k CSV / JSON, with a plain and a gated checkpoint
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -100,3 +114,21 @@ def test_tiny_finetune_gate_ensemble_predict(tmp_path: Path) -> None:
     )
     lines = out_csv.read_text().splitlines()
     assert lines[0] == "path,label_top1,label_p1,label_top2,label_p2,expensive" and len(lines) == 2
+
+
+def test_stage2_trains_a_copy_so_expensive_only_is_the_saved_classifier(tmp_path: Path) -> None:
+    tiny = str(ROOT / "configs" / "finetune" / "tiny.yaml")
+    run = tmp_path / "s2"
+    main_finetune.main(
+        ["--config", tiny, f"run.output_dir={run}", "gate.stage2_epochs=2", "optim.lr=0.5", "gate.exit_width=16"]
+    )  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    saved = summary["test"]["label"]  # best.pt, the expensive classifier, scored once on test
+    row = summary["gate"]["test"]["expensive_only"]
+    for k in ("n", "top1", "top3", "top5", "macro_f1"):
+        assert row[k] == pytest.approx(saved[k]), k
+    assert summary["gate"]["stage2"]  # stage 2 really ran, and changed the gated model's expensive head
+    gated = torch.load(run / "checkpoints" / "gated.pt", weights_only=False)["model"]
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["model"]
+    assert not torch.allclose(gated["rest.fc.weight"], best["heads.0.weight"])
+    assert gated["cheap_head.body.proj.0.weight"].shape[0] == 16  # gate.exit_width reaches the exit head

@@ -1,5 +1,7 @@
 """Gated head with a shared trunk: the trunk runs once, the remaining stages only on routed rows, and the measured
-FLOPs equal cheap + routed rows of the rest; outputs match a naive per-image loop; calibration respects the budget."""
+FLOPs equal cheap + routed rows of the rest; outputs match a naive per-image SHMNet routing (hard: fused, easy but
+unsure: expensive alone, easy: cheap); the stage-1 reward and budget term count fall-backs; calibration respects the
+budget with the rule the config names."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from torch import Tensor, nn
 
 from ssl_art.config import GateCfg
 from ssl_art.finetune.compute import count_flops
-from ssl_art.finetune.gate_train import BranchCache, calibrate, simulate, train_stage1
+from ssl_art.finetune.gate_train import BranchCache, calibrate, gate_step_loss, simulate, train_stage1
 from ssl_art.finetune.model import ModelSpec, build_cheap, build_classifier, build_from_spec, build_gated
+from ssl_art.finetune.policy import MovingAverageBaseline
 from ssl_art.models.gated import ExitPool, GatedTwoBranch, confidence, split_stages
 
 K, D = 4, 6
@@ -62,21 +65,29 @@ def make(threshold: float = 0.0) -> tuple[GatedTwoBranch, ToyTrunk, Counting, Co
     return g, trunk, cheap, rest
 
 
-def naive(g: GatedTwoBranch, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per image: trunk, cheap head, decide, then the rest on that image's trunk map only if routed."""
-    outs, routed = [], []
+def naive(g: GatedTwoBranch, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """SHMNet per image: the selector says hard -> both branches, fused; easy but the cheap branch's max probability
+    below the threshold -> the expensive branch alone; easy -> the cheap branch. Returns logits, routed, fallback."""
+    outs, routed, fallback = [], [], []
     for i in range(len(x)):
         h = g.trunk(x[i : i + 1])
         cf, cl = g.cheap_head(h)
-        r = bool(g.hard_logit(cf, cl) > g.decision_bias) or bool(confidence(cl) < g.threshold)
-        if r:
+        hard = bool(g.hard_logit(cf, cl) > g.decision_bias)
+        p_max = float(torch.softmax(cl[0], 0).max())
+        if hard:
             ef, el = g.rest(h)
-            z, _ = g.fuse(cf, cl, ef, el)
+            w = g.alpha * torch.sigmoid(
+                g.fusion(torch.cat([cf, ef, torch.tensor([[p_max]]), torch.softmax(el, 1).amax(1, keepdim=True)], 1))
+            )
+            z = (1 - w) * cl + w * el
+        elif p_max < float(g.threshold):
+            z = g.rest(h)[1]
         else:
             z = cl
         outs.append(z[0])
-        routed.append(r)
-    return torch.stack(outs), torch.tensor(routed)
+        routed.append(hard or p_max < float(g.threshold))
+        fallback.append(not hard and p_max < float(g.threshold))
+    return torch.stack(outs), torch.tensor(routed), torch.tensor(fallback)
 
 
 def test_routing_runs_rest_only_on_routed_rows_and_matches_naive() -> None:
@@ -95,11 +106,84 @@ def test_routing_runs_rest_only_on_routed_rows_and_matches_naive() -> None:
     assert trunk.calls == 1 and cheap.rows == 16  # the shared trunk and the exit run once for the whole batch
     assert rest.calls == 1 and rest.rows == n_routed  # the expensive part sees only the routed rows
     with torch.no_grad():
-        ref, ref_routed = naive(g, x)
+        ref, ref_routed, _ = naive(g, x)
     assert torch.equal(out.routed, ref_routed)
     assert torch.allclose(out.logits, ref, atol=1e-5)
     assert torch.all(out.weight[~out.routed] == 0)
     assert torch.all((out.weight[out.routed] > 0) & (out.weight[out.routed] <= 0.8))
+
+
+def test_fallback_rows_get_the_expensive_branch_alone() -> None:
+    g, trunk, cheap, rest = make()
+    g.eval()
+    torch.manual_seed(5)
+    x = torch.randn(64, 3, 8, 8)
+    with torch.no_grad():
+        h = trunk(x)
+        cf, cl = cheap(h)
+        logit, conf = g.hard_logit(cf, cl), confidence(cl)
+    g.decision_bias.fill_(float(torch.quantile(logit, 0.7)))  # ~30% hard
+    g.threshold.fill_(float(torch.quantile(conf, 0.5)))  # half of the rows are unsure
+    rest.rows = 0
+    with torch.no_grad():
+        out = g(x)
+        ref, ref_routed, ref_fb = naive(g, x)
+        el = rest(h)[1]
+    assert ref_fb.sum() > 0 and (out.action.sum() > 0) and (~ref_routed).sum() > 0  # all three kinds present
+    assert torch.equal(out.fallback, ref_fb) and torch.equal(out.routed, ref_routed)
+    torch.testing.assert_close(out.logits, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits[ref_fb], el[ref_fb])  # expensive logits alone, not fused
+    assert torch.all(out.weight[ref_fb] == 1) and torch.all(out.weight[~ref_routed] == 0)
+    logits, routed = simulate(g, BranchCache(cf, cl, *rest(h), torch.zeros(64, dtype=torch.long)))
+    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)  # the cached path routes identically
+    assert torch.equal(routed, ref_routed)
+
+
+def test_stage1_reward_and_budget_count_fallbacks() -> None:
+    g, _, _, _ = make(threshold=0.6)
+    c = random_cache(200, 3)
+    cfg = GateCfg(cost=0.3, budget=0.2)
+    torch.manual_seed(11)
+    _, m = gate_step_loss(g, c, MovingAverageBaseline(0.9), cfg)
+    # reference, per image, with the same Bernoulli draws
+    with torch.no_grad():
+        logit = g.hard_logit(c.cf, c.cl)
+        fused, _ = g.fuse(c.cf, c.cl, c.ef, c.el)
+    torch.manual_seed(11)
+    action = torch.bernoulli(torch.sigmoid(logit)).bool()
+    p_max = torch.softmax(c.cl, 1).amax(1)
+    rewards, expensive = [], []
+    for i in range(len(c.y)):
+        unsure = bool(p_max[i] < 0.6)
+        z = fused[i] if action[i] else (c.el[i] if unsure else c.cl[i])
+        ran = bool(action[i]) or unsure
+        rewards.append(float(int(z.argmax()) == int(c.y[i])) - 0.3 * ran)
+        expensive.append(ran)
+    assert any(e and not a for e, a in zip(expensive, action.tolist()))  # there are fall-backs
+    assert m["reward"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-6)
+    assert m["routed"] == pytest.approx(sum(expensive) / len(expensive))
+    p = torch.sigmoid(logit)
+    frac = float((p + (1 - p) * (p_max < 0.6).float()).mean())
+    assert m["budget"] == pytest.approx(max(frac - 0.2, 0.0) ** 2, rel=1e-5)
+
+
+def test_shmnet_calibration_keeps_the_fallback_and_spends_the_rest_of_the_budget() -> None:
+    g, _, _, _ = make()
+    val = random_cache(100, 1)
+    conf = confidence(val.cl)
+    th = float(torch.quantile(conf, 0.15))  # ~15% fall back at this threshold
+    res = calibrate(g, val, 0.4, "shmnet", th)
+    logits, routed = simulate(g, val)
+    assert float(g.threshold) == pytest.approx(th) and res["calibration"] == "shmnet"
+    assert int(routed.sum()) <= 40 and res["within_budget"]
+    assert res["val_fallback_fraction"] > 0 and res["val_selector_fraction"] > 0
+    assert res["val_expensive_fraction"] == pytest.approx(float(routed.float().mean()))
+    # a threshold whose fall-backs alone exceed the budget is kept and reported, never bent
+    res = calibrate(g, val, 0.4, "shmnet", float(torch.quantile(conf, 0.6)))
+    assert not res["within_budget"] and res["rule_name"] == "shmnet/fallback_only"
+    assert res["val_selector_fraction"] == 0
+    with pytest.raises(ValueError, match="gate.calibration"):
+        calibrate(g, val, 0.4, "nope")
 
 
 def test_fusion_off_gives_expensive_logits() -> None:
@@ -214,7 +298,7 @@ def test_stage1_and_calibration_respect_budget(budget: float) -> None:
     g, _, _, _ = make(threshold=0.9)
     train_stage1(g, random_cache(256, 0), GateCfg(stage1_epochs=5, budget=budget, stage1_batch_size=64))
     val = random_cache(100, 1)
-    res = calibrate(g, val, budget)
+    res = calibrate(g, val, budget, "best", 0.9)
     logits, routed = simulate(g, val)
     assert int(routed.sum()) <= int(budget * len(routed) + 1e-9)
     assert res["val_expensive_fraction"] == pytest.approx(float(routed.float().mean()))

@@ -66,7 +66,7 @@ def messy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Pa
     return files, decoded
 
 
-def _argv(folder: Path, out: Path, max_bad: float) -> list[str]:
+def _argv(folder: Path, out: Path, max_bad: float, cache: str = "auto") -> list[str]:
     # 13 good + 6 convertible + 5 bad at load time = 24 indexed (zero-byte is dropped while indexing):
     # 3 batches of 8, one epoch, so every file is read exactly once.
     return [
@@ -78,15 +78,17 @@ def _argv(folder: Path, out: Path, max_bad: float) -> list[str]:
         "optim.max_steps=0",
         "optim.epochs=1",
         f"run.output_dir={out}",
+        f"data.cache={cache}",  # off: the per-image path; ram: bad files found while building the cache (issue 11)
     ]
 
 
+@pytest.mark.parametrize("cache", ["off", "ram"])
 def test_every_bad_kind_is_skipped_counted_and_convertibles_are_used(
-    tmp_path: Path, messy: tuple[dict[str, Path], dict[str, str]]
+    tmp_path: Path, messy: tuple[dict[str, Path], dict[str, str]], cache: str
 ) -> None:
     files, decoded = messy
     out = tmp_path / "run"
-    assert main_pretrain.main(_argv(files["cmyk"].parent, out, max_bad=0.5)) == 0
+    assert main_pretrain.main(_argv(files["cmyk"].parent, out, max_bad=0.5, cache=cache)) == 0
 
     report = read_json(out / "bad_files.json")
     assert report["counts"] == {kind: 1 for kind in BAD}, report
@@ -106,12 +108,13 @@ def test_every_bad_kind_is_skipped_counted_and_convertibles_are_used(
     assert "6 unreadable files skipped" in log and "bad_files.json" in log
 
 
+@pytest.mark.parametrize("cache", ["off", "ram"])
 def test_low_max_bad_fraction_stops_with_examples(
-    tmp_path: Path, messy: tuple[dict[str, Path], dict[str, str]], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, messy: tuple[dict[str, Path], dict[str, str]], capsys: pytest.CaptureFixture[str], cache: str
 ) -> None:
     files, _ = messy
     out = tmp_path / "run"
-    code = run_cli(lambda: main_pretrain.main(_argv(files["cmyk"].parent, out, max_bad=0.1)))
+    code = run_cli(lambda: main_pretrain.main(_argv(files["cmyk"].parent, out, max_bad=0.1, cache=cache)))
     assert code == 1
     err = capsys.readouterr().err
     err = err[err.index("\nerror: ") + 1 :]  # after the run's own log lines: the one message

@@ -15,9 +15,9 @@ import torch
 from reliability_helpers import TINY, assert_same_weights, final_weights, read_json
 
 import main_pretrain
-import ssl_art.engine.loop as loop_mod
+import ssl_art.engine.step as step_mod
 from ssl_art.checkpoint import load_checkpoint, verify_checkpoint
-from ssl_art.engine.loop import back_off_loss_scale
+from ssl_art.engine.step import back_off_loss_scale
 from ssl_art.methods.simclr import SimCLR
 from ssl_art.runtime.errors import NonFiniteLossError
 
@@ -47,13 +47,13 @@ def _inject(monkeypatch: pytest.MonkeyPatch, calls: set[int], grad_only: bool = 
 def test_one_nan_loss_is_skipped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(monkeypatch, {2})
     backoffs: list[bool] = []
-    real_backoff = loop_mod.back_off_loss_scale
+    real_backoff = step_mod.back_off_loss_scale
 
     def spy(scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
         backoffs.append(scaler.is_enabled())
         real_backoff(scaler, loss)
 
-    monkeypatch.setattr(loop_mod, "back_off_loss_scale", spy)
+    monkeypatch.setattr(step_mod, "back_off_loss_scale", spy)
     out = tmp_path / "run"
     assert main_pretrain.main([*TINY, "optim.max_steps=3", f"run.output_dir={out}", *CKPT_EVERY]) == 0
 
