@@ -152,13 +152,15 @@ def _folder_with_bad(root: Path, n: int = 48, n_bad: int = 6) -> Path:
     return root
 
 
+@pytest.mark.parametrize("cache", ["auto", "off"])  # the cached batched input path and the per-image PIL path
 def test_bad_files_counted_globally_threshold_as_one_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: str
 ) -> None:
     """Cases 2 and 4: 6 of 48 unreadable. 0.11 refuses in one and in two processes (global count, 6 listed);
     0.2 trains through in two processes (substituted samples: no short batch, no crash) and lists all 6."""
     folder = _folder_with_bad(tmp_path / "imgs")
-    common = [*TINY, "model.backbone=test_resnet", f"data.path={folder}", "optim.max_steps=0", "optim.epochs=1"]
+    common = [*TINY, "model.backbone=test_resnet", f"data.path={folder}", "optim.max_steps=0", "optim.epochs=1",
+              f"data.cache={cache}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
 
     assert _one([*common, "data.batch_size=8", "data.max_bad_fraction=0.11", f"run.output_dir={tmp_path / 'one'}"]) == 1
     one_err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
@@ -240,7 +242,8 @@ def test_uneven_dataset_resume_after_sigkill_is_exact(tmp_path: Path) -> None:
     """Case 5: 47 images on 2 ranks x 4: 5 whole global batches per epoch on both ranks; SIGKILL in epoch 2 and
     resume give the weights of the uninterrupted run."""
     args = [*TINY, "model.backbone=test_resnet", "data.synthetic_size=47", "data.batch_size=4", "optim.max_steps=0",
-            "optim.epochs=3", "run.ckpt_every_steps=1", "run.keep_last=20"]  # fmt: skip
+            "optim.epochs=3", "run.ckpt_every_steps=1", "run.keep_last=20", "data.cache=off"]  # fmt: skip
+    # (the per-image PIL DataLoader path here; the other launches in this file take the default cached path)
     rc, log = _torchrun([*args, f"run.output_dir={tmp_path / 'full'}"])
     assert rc == 0, log[-3000:]
     assert json.loads((tmp_path / "full" / "summary.json").read_text())["steps"] == 15  # 3 x (47 // 8)
