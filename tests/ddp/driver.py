@@ -1,7 +1,8 @@
 """torchrun target for the multi-process tests: ``main_pretrain`` with an optional fault on one rank.
 
 ``SSL_ART_TEST_FAULT=budget`` makes rank 1's process clock jump by an hour after its third reading, so only rank 1
-sees the time budget run out (``run.budget_clock=process``); every rank writes its pid to ``$SSL_ART_TEST_PIDS/<rank>``
+sees the time budget run out (``run.budget_clock=process``), ``nan`` gives rank 1 alone one NaN loss; every rank
+writes its pid to ``$SSL_ART_TEST_PIDS/<rank>``
 so a test can signal one rank; with ``SSL_ART_TEST_STEPS`` each rank writes ``{"steps", "stopped"}`` of its own
 ``fit`` to ``$SSL_ART_TEST_STEPS/<rank>.json`` the moment ``fit`` returns.
 """
@@ -31,6 +32,20 @@ if os.environ.get("SSL_ART_TEST_FAULT") == "budget" and rank == 1:
         return real() + (3600.0 if calls[0] > 3 else 0.0)
 
     time.process_time = jumpy
+
+if os.environ.get("SSL_ART_TEST_FAULT") == "nan" and rank == 1:  # rank 1's second real step has a NaN loss
+    from ssl_art.methods.simclr import SimCLR
+
+    real_step, seen = SimCLR.training_step, [0]
+
+    def nan_once(self, views, progress):  # type: ignore[no-untyped-def]
+        out = real_step(self, views, progress)
+        seen[0] += 1
+        if seen[0] == 3:  # call 1 is the engine's probe step
+            out.loss = out.loss * float("nan")
+        return out
+
+    SimCLR.training_step = nan_once  # type: ignore[method-assign]
 
 if os.environ.get("SSL_ART_TEST_STEPS"):
     real_fit = pretrain_mod.fit

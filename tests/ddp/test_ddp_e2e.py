@@ -207,6 +207,20 @@ def test_time_budget_on_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> 
     assert _last_step(out) == summary["steps"]
 
 
+def test_nonfinite_loss_on_one_rank_is_skipped_by_both(tmp_path: Path) -> None:
+    """Stop decisions: a NaN loss on rank 1 alone makes every rank skip that step (no hang, no divergence)."""
+    out, steps = tmp_path / "run", tmp_path / "steps"
+    steps.mkdir()
+    args = [*TINY, "model.backbone=test_resnet", "data.batch_size=4", "optim.max_steps=3", f"run.output_dir={out}"]
+    rc, log = _torchrun(args, env={"SSL_ART_TEST_FAULT": "nan", "SSL_ART_TEST_STEPS": str(steps)})
+    assert rc == 0, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["nonfinite_skipped"] == 1
+    assert log.count("non-finite loss at step 1: step skipped (1 in a row)") == 1, log
+    per_rank = [json.loads((steps / f"{r}.json").read_text()) for r in (0, 1)]
+    assert per_rank[0] == per_rank[1] == {"steps": 3, "stopped": "done"}
+
+
 def test_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
     """Case 3: SIGTERM reaches rank 1 only; both ranks save at the same step boundary and exit (143), no crash."""
     out, pids, steps = tmp_path / "run", tmp_path / "pids", tmp_path / "steps"
