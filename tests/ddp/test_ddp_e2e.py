@@ -8,11 +8,14 @@ reduction order without BatchNorm; within a tolerance with SyncBatchNorm against
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,14 +43,26 @@ def _launch(args: list[str], env: dict[str, str] | None = None) -> subprocess.Po
                             start_new_session=True)  # fmt: skip
 
 
+def _kill_all(p: subprocess.Popen[str], pids: Path) -> None:
+    """SIGKILL the workers (each runs in a session of its own) and then the launcher."""
+    for f in pids.glob("*"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(f.read_text()), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+
+
 def _torchrun(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:
-    p = _launch(args, env)
+    pids = Path(tempfile.mkdtemp(prefix="ssl_art_pids_"))
+    p = _launch(args, {"SSL_ART_TEST_PIDS": str(pids), **(env or {})})
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        _kill_all(p, pids)
         out, _ = p.communicate()
         pytest.fail(f"torchrun hung (a rank left the others waiting):\n{out[-3000:]}")
+    finally:
+        shutil.rmtree(pids, ignore_errors=True)
     return p.returncode, out
 
 
@@ -237,7 +252,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None
     try:
         log, _ = p.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        _kill_all(p, pids)
         pytest.fail("a rank kept waiting after the other stopped")
     assert "[rank0]: Traceback" not in log and "[rank1]: Traceback" not in log, log[-3000:]
     assert "Connection closed" not in log, log[-3000:]
@@ -269,9 +284,7 @@ def test_uneven_dataset_resume_after_sigkill_is_exact(tmp_path: Path) -> None:
     while not (part / "checkpoints" / "ckpt-000000006.pt.sha256").exists():
         assert p.poll() is None and time.time() < deadline, "exited before the kill"
         time.sleep(0.02)
-    for r in (0, 1):  # the workers run in sessions of their own: kill -9 each, then the launcher (a dead node)
-        os.kill(int((pids / str(r)).read_text()), signal.SIGKILL)
-    os.killpg(p.pid, signal.SIGKILL)
+    _kill_all(p, pids)  # kill -9 of the whole job (a dead node)
     p.communicate()
     assert 6 <= _last_step(part) < 15
     rc, log = _torchrun([*args, f"run.output_dir={part}", "run.resume=true"])
