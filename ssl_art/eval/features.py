@@ -6,8 +6,8 @@ tensors; they are counted and listed so that callers can log them, and the retur
 items the feature rows belong to. Loaders may yield ``ssl_art.data`` ``Batch`` objects (``views``, ``targets``,
 ``indices``, ``bad``) or plain ``(images, targets[, indices])`` tuples, which keeps tests free of the data layer.
 
-Under ``torchrun`` the loader holds this rank's shard (``build_loader`` gives it a ``DistributedSampler``); the shards
-are gathered on rank 0, de-duplicated (the sampler pads the last shard with repeats) and put in collection order, so
+Under ``torchrun`` a caller that passes ``sharded=True`` gives a loader holding this rank's shard (``build_loader``
+gives it a ``DistributedSampler``); the shards are gathered on rank 0 (a collective: every rank must call it), de-duplicated (the sampler pads the last shard with repeats) and put in collection order, so
 rank 0 gets what one process would have extracted, row for row.
 """
 
@@ -83,6 +83,7 @@ def extract(
     embedding: str = "auto",
     progress: bool = True,
     desc: str = "features",
+    sharded: bool = False,
 ) -> ExtractedFeatures:
     """Embed every sample of ``loader`` with ``method.embed`` and keep the ``embedding`` entry.
 
@@ -93,10 +94,12 @@ def extract(
         embedding: key of ``embed``'s dict (``pooled``, ``fused``, ``gram``) or ``auto`` for the method's default.
         progress: show a tqdm bar.
         desc: progress-bar label.
+        sharded: the loader holds this rank's shard under torchrun: gather every rank's rows on rank 0 (collective;
+            a no-op in one process). ``False`` (e.g. a rank-0-only monitor): this loader's rows only.
 
     Returns:
-        :class:`ExtractedFeatures`; under several processes, all ranks' rows on rank 0 (collection order) and this
-        rank's own shard elsewhere.
+        :class:`ExtractedFeatures`; with ``sharded`` under several processes, all ranks' rows on rank 0 (collection
+        order) and this rank's own shard elsewhere.
 
     Raises:
         ValueError: when the method has no such embedding, or the loader yields no sample.
@@ -125,7 +128,7 @@ def extract(
             seen += images.shape[0]
     finally:
         method.train(was_training)
-    if distributed.world_size() > 1:
+    if sharded and distributed.world_size() > 1:
         return _gather_shards(feats, targets, indices, bad)
     if bad:
         log.warning("skipped %d unreadable samples, e.g. %s", len(bad), bad[:3])

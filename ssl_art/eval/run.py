@@ -66,7 +66,8 @@ def _extract(
     loader = build_loader(
         collection, build_eval_transform(image_size), cfg.data, train=False, seed=cfg.run.seed, label_column=column
     )
-    return extract(method, loader, device, cfg.eval.embedding, progress=cfg.run.progress, desc=desc)
+    sharded = distributed.world_size() > 1  # build_loader shards under torchrun; rank 0 gathers
+    return extract(method, loader, device, cfg.eval.embedding, progress=cfg.run.progress, desc=desc, sharded=sharded)
 
 
 def _check_bad(collection: Collection, feats: ExtractedFeatures, max_fraction: float) -> BadFileReport:
