@@ -7,8 +7,9 @@ items the feature rows belong to. Loaders may yield ``ssl_art.data`` ``Batch`` o
 ``indices``, ``bad``) or plain ``(images, targets[, indices])`` tuples, which keeps tests free of the data layer.
 
 Under ``torchrun`` a caller that passes ``sharded=True`` gives a loader holding this rank's shard (``build_loader``
-gives it a ``DistributedSampler``); the shards are gathered on rank 0 (a collective: every rank must call it), de-duplicated (the sampler pads the last shard with repeats) and put in collection order, so
-rank 0 gets what one process would have extracted, row for row.
+gives it a ``DistributedSampler``); the shards are gathered on rank 0 (a collective: every rank must call it),
+de-duplicated (the sampler pads the last shard with repeats) and put in collection order, so rank 0 gets what one
+process would have extracted, row for row.
 """
 
 from __future__ import annotations
