@@ -93,8 +93,8 @@ def test_content_labels_are_the_rendered_composition_and_independent_of_style(mo
     monkeypatch.setattr(synthetic, "_background", spy)
     for i in range(12):
         syn.array(i)
-    assert rendered == [syn.content(i)[0] for i in range(12)]  # content() replays the draws rendering makes
     monkeypatch.undo()
+    assert rendered == [syn.content(i)[0] for i in range(12)]  # content() replays the draws rendering makes
     labels = syn.content_labels()
     assert set(labels) == set(synthetic.COMPOSITIONS)
     # style i % 7 and composition are drawn independently: every style shows at least two compositions
