@@ -237,7 +237,10 @@ def plan_runs(a: argparse.Namespace, variants: dict[str, Variant]) -> list[tuple
     unknown = [n for n in names if n not in variants]
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
-    return [(n, variants[n], s) for n in names for s in range(a.seeds if variants[n].core else a.removal_seeds)]
+    core = set(a.core.split(",")) if a.core else {n for n, v in variants.items() if v.core}
+    if core - set(variants):
+        raise SystemExit(f"error: --core names unknown variant(s) {', '.join(sorted(core - set(variants)))}")
+    return [(n, variants[n], s) for n in names for s in range(a.seeds if n in core else a.removal_seeds)]
 
 
 def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
@@ -272,7 +275,7 @@ def measure_costs(runs: list[tuple[str, Variant, int]], a: argparse.Namespace, c
         key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
                            "s": cfg.data.image_size, "threads": torch.get_num_threads()})  # fmt: skip
         if key not in known:
-            known[key] = step_cost(cfg)
+            known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(known, indent=1))
         costs[name] = known[key]
@@ -305,6 +308,7 @@ def print_plan(runs: list[tuple[str, Variant, int]], costs: dict[str, float], a:
         total += s
         print(f"| {name}/seed{seed} | {steps} | {costs[name]:.3f} | {s / 60:.1f} |")
     threads = torch.get_num_threads()
+    total += eval_s  # the random-init reference row: evaluation only
     print(f"total: {total / 3600:.1f} CPU-hours (~{total / 3600 / threads:.1f} h wall on {threads} free cores)")
     return total / 3600
 
@@ -313,13 +317,14 @@ def quick_defaults(a: argparse.Namespace) -> None:
     """Tiny sizes on the synthetic collection: the whole harness end to end in well under 2 minutes."""
     a.unlabeled, a.labelled, a.epochs, a.image_size, a.eval_size, a.batch_size = "", "", 2, 32, 32, 16
     a.backbone, a.synthetic_size, a.folds, a.linear_epochs, a.monitor_max_images = "test_resnet", 64, 5, 5, 64
-    a.seeds, a.removal_seeds, a.workers, a.out = 2, 1, 0, a.out or "runs/ablation_quick"
+    a.seeds, a.removal_seeds, a.workers, a.core, a.out = 2, 1, 0, "", a.out or "runs/ablation_quick"
     a.threads = a.threads or 1  # on a shared 2-core machine 2 threads spin: 1 thread is ~10x faster per step here
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shared = ROOT.parent / "shared" / "data"
+    # ../shared/data beside the checkout (or beside its parent, for a git worktree in a subfolder)
+    shared = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT / "data")
     ap.add_argument("--unlabeled", default=str(shared / "wikiart7-unlabeled"), help="pretraining pool ('' = synthetic)")
     ap.add_argument("--labelled", default=str(shared / "wikiart7-dev"), help="CV + monitor set ('' = synthetic)")
     ap.add_argument("--variants", default="", help="comma list (default: all)")
@@ -331,6 +336,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the core rows (SimCLR baselines, full method)")
     ap.add_argument("--removal-seeds", type=int, default=1, help="seeds of the other rows")
+    ap.add_argument("--core", default="", help="comma list of the rows that get --seeds (default: the 4 core rows)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--linear-epochs", type=int, default=100)
     ap.add_argument("--monitor-every", type=int, default=1, help="online kNN every N epochs (0 = off)")

@@ -113,9 +113,11 @@ def test_plan_counts_runs_and_sums_the_estimate(tmp_path: Path, fakes: Fakes, ca
     steps = 2 * (1400 // 16)
     fwd = 0.5 / (3 * 2 * 16)
     per_eval = fwd * 1400 + 60
-    want = (4 * steps * 0.5 + 8 * steps * 1.0) * 1.15 + 12 * per_eval
+    want = (4 * steps * 0.5 + 8 * steps * 1.0) * 1.15 + 13 * per_eval  # + the random-init row's evaluation
     assert res["cpu_hours"] == pytest.approx(want / 3600)
     assert "full_art_aug/seed1" in capsys.readouterr().out
+    res = ablation.main(["--out", str(tmp_path), "--plan", "--core", "simclr,full_art_aug", *ARGS])
+    assert res["runs"] == 2 * 2 + 6
 
 
 def test_results_store_and_curves(tmp_path: Path) -> None:
