@@ -166,7 +166,9 @@ class Stopped(Exception):
 def pretrain(cfg: PretrainConfig, meta_file: Path) -> dict[str, Any]:
     """Pretrain (or resume, or skip when finished) one run; its bookkeeping lives in ``meta_file`` beside it."""
     fp = pretrain_fingerprint(cfg)
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"fingerprint": fp, "cpu_s": 0.0}
+    meta: dict[str, Any] = (
+        json.loads(meta_file.read_text()) if meta_file.is_file() else {"fingerprint": fp, "cpu_s": 0.0}
+    )
     if meta["fingerprint"] != fp:
         raise SystemExit(
             f"error: {cfg.run.output_dir} was pretrained with other settings; use another --out or delete "
@@ -254,7 +256,7 @@ def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
     for i in range(warmup + steps):
         t0 = time.process_time()
         out = method.training_step(views, i / (warmup + steps))
-        out.loss.backward()
+        out.loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         opt.zero_grad(set_to_none=True)
         method.after_optimizer_step(i / (warmup + steps))
@@ -284,12 +286,12 @@ def measure_costs(runs: list[tuple[str, Variant, int]], a: argparse.Namespace, c
 
 def n_steps(a: argparse.Namespace) -> int:
     if not a.unlabeled:
-        n = a.synthetic_size
+        n = int(a.synthetic_size)
     else:
         from ssl_art.data import load_collection
 
         n = len(load_collection(a.unlabeled))
-    return a.epochs * max(1, n // a.batch_size)
+    return int(a.epochs) * max(1, n // int(a.batch_size))
 
 
 def print_plan(runs: list[tuple[str, Variant, int]], costs: dict[str, float], a: argparse.Namespace) -> float:
@@ -310,7 +312,7 @@ def print_plan(runs: list[tuple[str, Variant, int]], costs: dict[str, float], a:
     threads = torch.get_num_threads()
     total += eval_s  # the random-init reference row: evaluation only
     print(f"total: {total / 3600:.1f} CPU-hours (~{total / 3600 / threads:.1f} h wall on {threads} free cores)")
-    return total / 3600
+    return float(total / 3600)
 
 
 def quick_defaults(a: argparse.Namespace) -> None:
