@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import resource
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ablation_plan import fingerprint, measure_costs, print_plan  # noqa: E402
 from benchmarks.ablation_report import ResultsStore, curve_of, plot_curves, to_markdown  # noqa: E402
 from ssl_art.checkpoint import find_resumable  # noqa: E402
 from ssl_art.config import (  # noqa: E402
@@ -71,6 +71,7 @@ class Variant:
     overrides: tuple[str, ...] = ()
     core: bool = False
     note: str = ""
+    default: bool = True  # in the default run list (False: run it by name with --variants)
 
     @property
     def family(self) -> str:
@@ -83,6 +84,25 @@ VARIANTS: dict[str, Variant] = {
     "simclr_art_aug": Variant("simclr.yaml", ("data.aug.preset=art",), True, "SimCLR, colour-keeping art aug"),
     "full_art_aug": Variant("art_ssl.yaml", ("data.aug.preset=art",), True, "full method, art aug (published)"),
     "full_simclr_aug": Variant("art_ssl.yaml", ("data.aug.preset=simclr",), True, "full method, standard aug"),
+    # invariance variants expressible with existing keys (issue 16: "revisit the augmentation first"); by name only
+    "full_mild_jitter": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.color_jitter_strength=0.25"),
+        note="milder jitter",
+        default=False,
+    ),
+    "full_no_gray": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.grayscale_prob=0"),
+        note="jitter, no grayscale",
+        default=False,
+    ),
+    "full_mild_no_gray": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.color_jitter_strength=0.25", "data.aug.grayscale_prob=0"),
+        note="milder jitter, no grayscale",
+        default=False,
+    ),
 }
 # The full method minus one part, on top of --removal-base.
 REMOVALS: dict[str, tuple[str, ...]] = {
@@ -137,10 +157,6 @@ def make_config(variant: Variant, a: argparse.Namespace, seed: int, run_dir: Pat
         return config_from_dict(PretrainConfig, values)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from e
-
-
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pretrain_fingerprint(cfg: PretrainConfig) -> str:
@@ -235,7 +251,7 @@ def evaluate(checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMo
 
 
 def plan_runs(a: argparse.Namespace, variants: dict[str, Variant]) -> list[tuple[str, Variant, int]]:
-    names = a.variants.split(",") if a.variants else list(variants)
+    names = a.variants.split(",") if a.variants else [n for n, v in variants.items() if v.default]
     unknown = [n for n in names if n not in variants]
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
@@ -243,76 +259,6 @@ def plan_runs(a: argparse.Namespace, variants: dict[str, Variant]) -> list[tuple
     if core - set(variants):
         raise SystemExit(f"error: --core names unknown variant(s) {', '.join(sorted(core - set(variants)))}")
     return [(n, variants[n], s) for n in names for s in range(a.seeds if n in core else a.removal_seeds)]
-
-
-def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
-    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median."""
-    torch.manual_seed(0)
-    method = build_pretrain_model(cfg).train()
-    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    b, s = cfg.data.batch_size, cfg.data.image_size
-    views = [torch.randn(b, 3, s, s) for _ in range(cfg.data.aug.n_views)]
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.process_time()
-        out = method.training_step(views, i / (warmup + steps))
-        out.loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        method.after_optimizer_step(i / (warmup + steps))
-        if i >= warmup:
-            times.append(time.process_time() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def measure_costs(runs: list[tuple[str, Variant, int]], a: argparse.Namespace, cache: Path) -> dict[str, float]:
-    """Step cost per variant, measured once per distinct model/loss (cached in ``cache``; augmentation is free)."""
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    costs: dict[str, float] = {}
-    for name, v, _ in runs:
-        if name in costs:
-            continue
-        cfg = make_config(v, a, 0, Path("unused"), [])
-        d = config_to_dict(cfg)
-        key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
-                           "s": cfg.data.image_size, "threads": torch.get_num_threads()})  # fmt: skip
-        if key not in known:
-            known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(known, indent=1))
-        costs[name] = known[key]
-    return costs
-
-
-def n_steps(a: argparse.Namespace) -> int:
-    if not a.unlabeled:
-        n = int(a.synthetic_size)
-    else:
-        from ssl_art.data import load_collection
-
-        n = len(load_collection(a.unlabeled))
-    return int(a.epochs) * max(1, n // int(a.batch_size))
-
-
-def print_plan(runs: list[tuple[str, Variant, int]], costs: dict[str, float], a: argparse.Namespace) -> float:
-    """The runs with their steps and estimated CPU time; returns the total in CPU hours."""
-    steps = n_steps(a)
-    fwd = costs.get("simclr", min(costs.values())) / (3 * 2 * a.batch_size)  # one image forward ~ 1/3 of its step
-    checks = (a.epochs // a.monitor_every + 1) if a.monitor_every else 0
-    n_lab = 1400 if a.labelled else a.synthetic_size
-    eval_s = fwd * n_lab * (2 if a.synthetic else 1) + 60.0  # + ~1 min for the linear probe's CV
-    total = 0.0
-    print(f"{len(runs)} runs x {steps} steps (batch {a.batch_size}, {a.epochs} epochs), {torch.get_num_threads()} "
-          "threads; step CPU-s measured, data loading +15%, monitor and eval estimated")  # fmt: skip
-    print("| run | steps | step CPU-s | est. CPU-min |\n|---|---|---|---|")
-    for name, _, seed in runs:
-        s = steps * costs[name] * 1.15 + checks * a.monitor_max_images * fwd + eval_s
-        total += s
-        print(f"| {name}/seed{seed} | {steps} | {costs[name]:.3f} | {s / 60:.1f} |")
-    threads = torch.get_num_threads()
-    total += eval_s  # the random-init reference row: evaluation only
-    print(f"total: {total / 3600:.1f} CPU-hours (~{total / 3600 / threads:.1f} h wall on {threads} free cores)")
-    return float(total / 3600)
 
 
 def quick_defaults(a: argparse.Namespace) -> None:
@@ -375,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = build_variants(a.removal_base)
     runs = plan_runs(a, variants)
     out = Path(a.out)
-    costs = measure_costs(runs, a, out / "step_cost.json")
+    costs = measure_costs(runs, a, out / "step_cost.json", lambda v: make_config(v, a, 0, Path("unused"), []))
     if a.plan:
         return {"cpu_hours": print_plan(runs, costs, a), "runs": len(runs)}
     store = ResultsStore(out / "results.jsonl")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import ablation
+from benchmarks import ablation, ablation_plan
 from benchmarks.ablation_report import ResultsStore, best_baseline, curve_of, to_markdown
 from ssl_art import checkpoint as ckpt_io
 from ssl_art.engine.loop import FitResult
@@ -59,7 +59,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     f = Fakes()
     monkeypatch.setattr(ablation, "run_pretrain", f.run_pretrain)
     monkeypatch.setattr(ablation, "evaluate", f.evaluate)
-    monkeypatch.setattr(ablation, "step_cost", lambda cfg, **kw: 0.5 if cfg.method == "simclr" else 1.0)
+    monkeypatch.setattr(ablation_plan, "step_cost", lambda cfg, **kw: 0.5 if cfg.method == "simclr" else 1.0)
     return f
 
 
