@@ -99,5 +99,8 @@ def print_plan(runs: list[tuple[str, Any, int]], costs: dict[str, float], a: arg
         print(f"| {name}/seed{seed} | {steps} | {costs[name]:.3f} | {s / 60:.1f} |")
     threads = torch.get_num_threads()
     total += eval_s  # the random-init reference row: evaluation only
-    print(f"total: {total / 3600:.1f} CPU-hours (~{total / 3600 / threads:.1f} h wall on {threads} free cores)")
+    wall = total / 3600 / threads
+    print(
+        f"total: {total / 3600:.1f} CPU-hours = {total / 60:.0f} CPU-min (~{wall:.1f} h wall on {threads} free cores)"
+    )
     return float(total / 3600)
