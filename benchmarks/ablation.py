@@ -146,7 +146,7 @@ def common_overrides(a: argparse.Namespace) -> list[str]:
         f"monitor.folds={a.folds}",
     ]
     if "cache" in {f.name for f in dataclasses.fields(DataCfg)}:  # the decode-once fast path, where it exists
-        ov.append("data.cache=auto")
+        ov += ["data.cache=auto", f"data.cache_dir={Path(a.out) / '.ssl_art_cache'}"]  # one cache for all runs
     return ov
 
 
@@ -164,7 +164,8 @@ def pretrain_fingerprint(cfg: PretrainConfig) -> str:
     d = config_to_dict(cfg)
     for k in ("output_dir", "resume", "overwrite", "progress", "log_every"):
         d["run"].pop(k, None)
-    d["data"].pop("num_workers", None)
+    for k in ("num_workers", "cache_dir"):  # where the decoded pool is kept changes no weight
+        d["data"].pop(k, None)
     return fingerprint(d)
 
 
