@@ -1,18 +1,31 @@
-"""Does each part of the art method earn its place? Equal wall-clock pretraining of every variant, then evaluation.
+"""Does the art method earn its place? The evidence run: equal compute, several seeds, resumable, table + curves.
 
-Each variant (SimCLR baseline, the full art_ssl method, and the full method minus one part) is pretrained for the
-same wall-clock budget on the same unlabeled collection with the same backbone and batch, then evaluated with kNN
-and a linear probe (stratified k-fold CV) on a labelled collection. Step time is measured separately on identical
-batches so the ratio vs SimCLR is not blurred by data loading. Prints JSON and a markdown table; ``--md`` writes it.
+Every variant pretrains for the same number of optimiser steps at the same batch size (``--epochs`` epochs of the
+unlabeled pool): *equal compute* here means equal steps x batch, i.e. every variant sees the same images the same
+number of times; each variant's measured CPU seconds per step (and its ratio to SimCLR) and its pretraining CPU
+time are reported beside the accuracies, so a method that is better per step but slower per step shows both. Each
+``(variant, seed)`` run then gets kNN + linear-probe stratified k-fold CV on the labelled collection (fixed folds,
+the same for every run, so differences are paired) and the label-free synthetic signal: kNN accuracy for the
+synthetic collection's style labels (should be high) and content labels (should be low). The online kNN monitor
+(``monitor.*``) records each run's learning curve.
 
-    python benchmarks/ablation.py --unlabeled ../shared/data/wikiart7-unlabeled \
-        --labelled ../shared/data/wikiart7-dev --budget-s 300 --image-size 112 --md docs/ablation_table.md
+Resumable: each run is ``<out>/<variant>/seed<k>`` (a killed pretraining resumes from its checkpoint with
+``run.resume``), and every finished evaluation is appended to ``<out>/results.jsonl`` with a fingerprint of its
+settings, so rerunning the same command skips what is done and continues where it stopped.
+
+    python benchmarks/ablation.py --plan              # runs and estimated CPU time (measures the step cost)
+    python benchmarks/ablation.py --quick             # the whole harness on tiny synthetic data, < 2 minutes
+    python benchmarks/ablation.py --out runs/ablation16 --md docs/ablation16_table.md \
+        --png docs/img/ablation16_curves.png          # the real run (hours; stop and rerun at will)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
+import resource
 import sys
 import time
 from pathlib import Path
@@ -23,218 +36,341 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ablation_plan import fingerprint, measure_costs, print_plan  # noqa: E402
+from benchmarks.ablation_report import ResultsStore, curve_of, plot_curves, to_markdown  # noqa: E402
+from ssl_art.checkpoint import find_resumable  # noqa: E402
 from ssl_art.config import (  # noqa: E402
+    ConfigError,
+    DataCfg,
     LinearConfig,
+    MonitorCfg,
     PretrainConfig,
     config_from_dict,
+    config_to_dict,
     deep_merge,
     load_yaml,
     parse_overrides,
 )
+from ssl_art.engine.monitor import KnnMonitor  # noqa: E402
 from ssl_art.engine.pretrain import run_pretrain  # noqa: E402
 from ssl_art.eval.run import run_linear_eval  # noqa: E402
+from ssl_art.methods.load import load_method  # noqa: E402
 from ssl_art.methods.registry import build_pretrain_model  # noqa: E402
 
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "simclr": ("simclr.yaml", []),
-    "full": ("art_ssl.yaml", []),
-    "no_fusion": ("art_ssl.yaml", ["model.fusion.enabled=false"]),
-    "no_gram": ("art_ssl.yaml", ["model.gram.enabled=false", "loss.w_gram=0"]),
-    "no_distill": ("art_ssl.yaml", ["loss.w_distill=0"]),
-    "no_soft": ("art_ssl.yaml", ["loss.w_soft=0"]),
-    # SimCLR with the art method's augmentation: separates the augmentation's effect from the method's parts
-    "simclr_art_aug": ("simclr.yaml", ["data.aug.preset=art", "data.aug.min_scale=0.25"]),
+log = logging.getLogger("ablation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One ablation row: a config file in ``configs/pretrain`` plus dotted overrides.
+
+    ``core`` rows (the SimCLR baselines and the full method) get ``--seeds`` seeds, the others ``--removal-seeds``.
+    """
+
+    base: str
+    overrides: tuple[str, ...] = ()
+    core: bool = False
+    note: str = ""
+    default: bool = True  # in the default run list (False: run it by name with --variants)
+
+    @property
+    def family(self) -> str:
+        return "simclr" if self.base == "simclr.yaml" else "art_ssl"
+
+
+# New method variants are one entry here (or in REMOVALS); every change to the method gets its own row.
+VARIANTS: dict[str, Variant] = {
+    "simclr": Variant("simclr.yaml", ("data.aug.preset=simclr",), True, "SimCLR, standard augmentation"),
+    "simclr_art_aug": Variant("simclr.yaml", ("data.aug.preset=art",), True, "SimCLR, colour-keeping art aug"),
+    "full_art_aug": Variant("art_ssl.yaml", ("data.aug.preset=art",), True, "full method, art aug (published)"),
+    "full_simclr_aug": Variant("art_ssl.yaml", ("data.aug.preset=simclr",), True, "full method, standard aug"),
+    # invariance variants expressible with existing keys (issue 16: "revisit the augmentation first"); by name only
+    "full_mild_jitter": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.color_jitter_strength=0.25"),
+        note="milder jitter",
+        default=False,
+    ),
+    "full_no_gray": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.grayscale_prob=0"),
+        note="jitter, no grayscale",
+        default=False,
+    ),
+    "full_mild_no_gray": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.color_jitter_strength=0.25", "data.aug.grayscale_prob=0"),
+        note="milder jitter, no grayscale",
+        default=False,
+    ),
+}
+# The full method minus one part, on top of --removal-base.
+REMOVALS: dict[str, tuple[str, ...]] = {
+    "fusion": ("model.fusion.enabled=false",),
+    "gram": ("model.gram.enabled=false", "loss.w_gram=0"),
+    "distill": ("loss.w_distill=0",),
+    "soft": ("loss.w_soft=0",),
 }
 
 
-def make_config(variant: str, common: list[str]) -> PretrainConfig:
-    base, extra = VARIANTS[variant]
-    values = deep_merge(load_yaml(ROOT / "configs" / "pretrain" / base), parse_overrides(common + extra))
-    return config_from_dict(PretrainConfig, values)
+def build_variants(removal_base: str) -> dict[str, Variant]:
+    """:data:`VARIANTS` plus ``no_<part>`` for every :data:`REMOVALS` entry, built on ``removal_base``."""
+    if removal_base not in VARIANTS or VARIANTS[removal_base].family != "art_ssl":
+        full = [k for k, v in VARIANTS.items() if v.family == "art_ssl"]
+        raise SystemExit(f"error: --removal-base must be one of {', '.join(full)}, got {removal_base!r}")
+    base = VARIANTS[removal_base]
+    out = dict(VARIANTS)
+    for part, ov in REMOVALS.items():
+        out[f"no_{part}"] = Variant(base.base, base.overrides + ov, False, f"{removal_base} without {part}")
+    return out
 
 
-def step_time(cfg: PretrainConfig, steps: int = 6, warmup: int = 2) -> float:
-    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median."""
-    torch.manual_seed(0)
-    method = build_pretrain_model(cfg).train()
-    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    b, s = cfg.data.batch_size, cfg.data.image_size
-    views = [torch.randn(b, 3, s, s) for _ in range(cfg.data.aug.n_views)]
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.process_time()  # CPU seconds of this process: robust to other load on a shared machine
-        out = method.training_step(views, i / (warmup + steps))
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        method.after_optimizer_step(i / (warmup + steps))
-        if i >= warmup:
-            times.append(time.process_time() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def step_time_table(args: argparse.Namespace) -> dict[str, Any]:
-    """Interleaved step-time rounds (variant order rotates each round) so machine load hits every variant alike."""
-    names = args.variants.split(",")
-    common = [
-        f"data.image_size={args.image_size}",
-        f"data.batch_size={args.batch_size}",
-        f"model.backbone={args.backbone}",
-        *args.set,
+def common_overrides(a: argparse.Namespace) -> list[str]:
+    """The settings every variant shares (the variant's own overrides and then ``--set`` come after these)."""
+    ov = [
+        f"data.path={a.unlabeled}",
+        f"data.image_size={a.image_size}",
+        f"data.batch_size={a.batch_size}",
+        f"data.num_workers={a.workers}",
+        f"data.synthetic_size={a.synthetic_size}",
+        f"data.synthetic_image_size={a.image_size}",
+        f"model.backbone={a.backbone}",
+        f"optim.epochs={a.epochs}",
+        "optim.max_steps=0",
+        "run.progress=false",
+        "run.log_every=20",
+        f"monitor.every_epochs={a.monitor_every}",
+        f"monitor.path={a.labelled}",
+        f"monitor.max_images={a.monitor_max_images}",
+        f"monitor.image_size={a.eval_size or a.image_size}",
+        f"monitor.folds={a.folds}",
     ]
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.step_time_only):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(step_time(make_config(name, common), steps=3, warmup=1))
-    med = {n: sorted(v)[len(v) // 2] for n, v in times.items()}
-    base = med.get("simclr")
-    rows = [
+    if "cache" in {f.name for f in dataclasses.fields(DataCfg)}:  # the decode-once fast path, where it exists
+        ov += ["data.cache=auto", f"data.cache_dir={Path(a.out) / '.ssl_art_cache'}"]  # one cache for all runs
+    return ov
+
+
+def make_config(variant: Variant, a: argparse.Namespace, seed: int, run_dir: Path, extra: list[str]) -> PretrainConfig:
+    over = [*common_overrides(a), *variant.overrides, *a.set, f"run.seed={seed}", f"run.output_dir={run_dir}", *extra]
+    try:
+        values = deep_merge(load_yaml(ROOT / "configs" / "pretrain" / variant.base), parse_overrides(over))
+        return config_from_dict(PretrainConfig, values)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+def pretrain_fingerprint(cfg: PretrainConfig) -> str:
+    """Every setting that changes the trained weights (not where they go, nor how often they are logged)."""
+    d = config_to_dict(cfg)
+    for k in ("output_dir", "resume", "overwrite", "progress", "log_every"):
+        d["run"].pop(k, None)
+    for k in ("num_workers", "cache_dir"):  # where the decoded pool is kept changes no weight
+        d["data"].pop(k, None)
+    return fingerprint(d)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Stopped(Exception):
+    """A pretraining stopped before its last step (signal or budget): the ablation stops too, resumable."""
+
+
+def pretrain(cfg: PretrainConfig, meta_file: Path) -> dict[str, Any]:
+    """Pretrain (or resume, or skip when finished) one run; its bookkeeping lives in ``meta_file`` beside it."""
+    fp = pretrain_fingerprint(cfg)
+    meta: dict[str, Any] = (
+        json.loads(meta_file.read_text()) if meta_file.is_file() else {"fingerprint": fp, "cpu_s": 0.0}
+    )
+    if meta["fingerprint"] != fp:
+        raise SystemExit(
+            f"error: {cfg.run.output_dir} was pretrained with other settings; use another --out or delete "
+            f"{cfg.run.output_dir} and {meta_file}"
+        )
+    if meta.get("done"):
+        return meta
+    meta_file.parent.mkdir(parents=True, exist_ok=True)
+    meta_file.write_text(json.dumps(meta))  # before any checkpoint: a resumed run is always checked
+    resume = find_resumable(Path(cfg.run.output_dir) / "checkpoints") is not None
+    run = dataclasses.replace(cfg.run, resume=resume, overwrite=not resume)
+    c0, t0 = cpu_seconds(), time.time()
+    res = run_pretrain(dataclasses.replace(cfg, run=run))
+    meta.update(
+        cpu_s=meta["cpu_s"] + cpu_seconds() - c0,
+        wall_s=meta.get("wall_s", 0.0) + time.time() - t0,
+        sessions=meta.get("sessions", 0) + 1,
+        steps=res.steps,
+        epochs=round(res.epochs, 3),
+        done=res.stopped == "done",
+    )
+    tmp = meta_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(meta_file)
+    if not meta["done"]:
+        raise Stopped(f"{cfg.run.output_dir} stopped ({res.stopped}) at step {res.steps}")
+    return meta
+
+
+def eval_fingerprint(a: argparse.Namespace) -> dict[str, Any]:
+    keys = ("labelled", "folds", "eval_size", "image_size", "linear_epochs", "synthetic", "synthetic_size")
+    return {k: getattr(a, k) for k in keys}
+
+
+def evaluate(checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMonitor | None) -> dict[str, Any]:
+    """kNN + linear CV on the labelled set (fixed folds, seed 0) and the synthetic style/content kNN signal."""
+    size = a.eval_size or a.image_size
+    lin = config_from_dict(
+        LinearConfig,
         {
-            "variant": n,
-            "step_cpu_s": round(med[n], 3),
-            "ratio_vs_simclr": round(med[n] / base, 2) if base else None,
-            "rounds": [round(t, 3) for t in times[n]],
-        }
-        for n in names
-    ]
-    print(json.dumps(rows, indent=2))
-    lines = [
-        f"Step time (CPU seconds, median of {args.step_time_only} interleaved rounds x 3 steps), "
-        f"{args.backbone}, {args.image_size} px, batch {args.batch_size} x 2 views, {torch.get_num_threads()} threads.",
-        "",
-        "| variant | step CPU-s | ratio vs SimCLR |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {r['variant']} | {r['step_cpu_s']} | {r['ratio_vs_simclr']} |" for r in rows]
-    print("\n".join(lines))
-    if args.md:
-        Path(args.md).write_text("\n".join(lines) + "\n")
-    return {"rows": rows}
+            "data": {"batch_size": 128, "num_workers": a.workers, "synthetic_size": a.synthetic_size,
+                     "synthetic_image_size": a.image_size, "image_size": size},
+            "model": {"backbone": a.backbone},
+            "eval": {"checkpoint": checkpoint, "image_size": size, "train_path": a.labelled, "folds": a.folds,
+                     "compare_random": False, "linear_epochs": a.linear_epochs},
+            "run": {"output_dir": str(out_dir), "overwrite": True, "progress": False, "seed": 0},
+        },
+    )  # fmt: skip
+    m = run_linear_eval(lin)
+    rec: dict[str, Any] = {k: m[k] for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5") if k in m}
+    rec.update({f"{k}_std": m[f"{k}_std"] for k in ("knn_top1", "linear_top1") if f"{k}_std" in m})
+    for k in ("knn_top1", "linear_top1"):
+        rec[f"{k}_folds"] = [f[k] for f in m["folds"]]
+    if synth is not None:
+        if checkpoint:
+            method = load_method(checkpoint)[0]
+        else:
+            torch.manual_seed(0)
+            method = build_pretrain_model(config_from_dict(PretrainConfig, {"model": {"backbone": a.backbone}}))
+        s = synth.evaluate(method)
+        rec["synthetic_style_knn"] = s["monitor/knn_top1"]
+        rec["synthetic_content_knn"] = s["monitor/knn_top1_content"]
+    return rec
+
+
+def plan_runs(a: argparse.Namespace, variants: dict[str, Variant]) -> list[tuple[str, Variant, int]]:
+    names = a.variants.split(",") if a.variants else [n for n, v in variants.items() if v.default]
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise SystemExit(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
+    core = set(a.core.split(",")) if a.core else {n for n, v in variants.items() if v.core}
+    if core - set(variants):
+        raise SystemExit(f"error: --core names unknown variant(s) {', '.join(sorted(core - set(variants)))}")
+    return [(n, variants[n], s) for n in names for s in range(a.seeds if n in core else a.removal_seeds)]
+
+
+def quick_defaults(a: argparse.Namespace) -> None:
+    """Tiny sizes on the synthetic collection: the whole harness end to end in well under 2 minutes."""
+    a.unlabeled, a.labelled, a.epochs, a.image_size, a.eval_size, a.batch_size = "", "", 2, 32, 32, 16
+    a.backbone, a.synthetic_size, a.folds, a.linear_epochs, a.monitor_max_images = "test_resnet", 64, 5, 5, 64
+    a.seeds, a.removal_seeds, a.workers, a.core, a.out = 2, 1, 0, "", a.out or "runs/ablation_quick"
+    a.threads = a.threads or 1  # on a shared 2-core machine 2 threads spin: 1 thread is ~10x faster per step here
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # ../shared/data beside the checkout (or beside its parent, for a git worktree in a subfolder)
+    shared = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT / "data")
+    ap.add_argument("--unlabeled", default=str(shared / "wikiart7-unlabeled"), help="pretraining pool ('' = synthetic)")
+    ap.add_argument("--labelled", default=str(shared / "wikiart7-dev"), help="CV + monitor set ('' = synthetic)")
+    ap.add_argument("--variants", default="", help="comma list (default: all)")
+    ap.add_argument("--removal-base", default="full_art_aug", help="the full variant the no_<part> rows start from")
+    ap.add_argument("--epochs", type=int, default=20, help="epochs of the pool per run (equal steps for all)")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--eval-size", type=int, default=0, help="kNN/linear/monitor image size (0 = --image-size)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds of the core rows (SimCLR baselines, full method)")
+    ap.add_argument("--removal-seeds", type=int, default=1, help="seeds of the other rows")
+    ap.add_argument("--core", default="", help="comma list of the rows that get --seeds (default: the 4 core rows)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--linear-epochs", type=int, default=100)
+    ap.add_argument("--monitor-every", type=int, default=1, help="online kNN every N epochs (0 = off)")
+    ap.add_argument("--monitor-max-images", type=int, default=700)
+    ap.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=True, help="style/content signal")
+    ap.add_argument("--synthetic-size", type=int, default=1400)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 is faster on a busy machine)"
+    )
+    ap.add_argument("--out", default="")
+    ap.add_argument("--md", default="", help="also write the table here (e.g. docs/ablation16_table.md)")
+    ap.add_argument("--png", default="", help="learning-curve PNG (default <out>/curves.png)")
+    ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
+    ap.add_argument("--plan", action="store_true", help="print the runs and an estimated CPU time, run nothing")
+    ap.add_argument("--quick", action="store_true", help="tiny synthetic end-to-end proof of the harness")
+    a = ap.parse_args(argv)
+    if a.quick:
+        quick_defaults(a)
+    a.out = a.out or "runs/ablation16"
+    for flag, p in (("--unlabeled", a.unlabeled), ("--labelled", a.labelled)):
+        if p and not Path(p).exists():
+            raise SystemExit(f"error: {flag} {p} does not exist; give the folder or '' for the synthetic collection")
+    if a.epochs < 1 or a.seeds < 1 or a.removal_seeds < 0 or a.folds < 2:
+        raise SystemExit("error: need --epochs >= 1, --seeds >= 1, --removal-seeds >= 0 and --folds >= 2")
+    return a
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--unlabeled", default=str(ROOT.parent / "shared" / "data" / "wikiart7-unlabeled"))
-    ap.add_argument("--labelled", default=str(ROOT.parent / "shared" / "data" / "wikiart7-dev"))
-    ap.add_argument("--variants", default=",".join(list(VARIANTS)[:6]), help=f"comma list of {', '.join(VARIANTS)}")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="pretraining budget per variant, in seconds")
-    ap.add_argument(
-        "--clock",
-        default="wall",
-        choices=("wall", "process"),
-        help="budget clock: wall time, or CPU seconds of the training process (fair when the machine is shared)",
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    a = parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    variants = build_variants(a.removal_base)
+    runs = plan_runs(a, variants)
+    out = Path(a.out)
+    costs = measure_costs(runs, a, out / "step_cost.json", lambda v: make_config(v, a, 0, Path("unused"), []))
+    if a.plan:
+        return {"cpu_hours": print_plan(runs, costs, a), "runs": len(runs)}
+    store = ResultsStore(out / "results.jsonl")
+    synth = None
+    if a.synthetic:
+        mcfg = MonitorCfg(every_epochs=1, label_columns=("label", "content"), folds=a.folds, max_images=0,
+                          image_size=a.eval_size or a.image_size)  # fmt: skip
+        synth = KnnMonitor.from_config(mcfg, DataCfg(synthetic_size=a.synthetic_size, synthetic_image_size=64), 0)
+    efp = eval_fingerprint(a)
+    wanted: dict[str, str] = {}
+    todo = [("random_init", None, 0)] + runs
+    t_start, skipped = time.time(), 0
+    try:
+        for name, v, seed in todo:
+            key, run_dir = f"{name}/seed{seed}", out / name / f"seed{seed}"
+            pfp = pretrain_fingerprint(make_config(v, a, seed, run_dir, [])) if v else fingerprint(a.backbone)
+            fp = fingerprint([pfp, efp])
+            wanted[key] = fp
+            if store.done(key, fp):
+                skipped += 1
+                continue
+            meta = pretrain(make_config(v, a, seed, run_dir, []), out / name / f"seed{seed}.json") if v else {}
+            rec = evaluate(str(run_dir) if v else "", a, run_dir / "eval", synth)
+            curve = curve_of(run_dir / "metrics.jsonl") if v else []
+            store.add({"key": key, "fingerprint": fp, "variant": name, "seed": seed, "steps": meta.get("steps", 0),
+                       "epochs": meta.get("epochs", 0), "pretrain_cpu_s": meta.get("cpu_s", 0.0),
+                       "pretrain_wall_s": meta.get("wall_s", 0.0), "curve": curve, **rec})  # fmt: skip
+            log.info("%s: kNN %.3f linear %.3f", key, rec["knn_top1"], rec["linear_top1"])
+    except Stopped as e:
+        print(f"stopped: {e}; rerun the same command to continue", file=sys.stderr)
+    records = store.for_fingerprints(wanted)
+    family = {n: v.family for n, v in variants.items()} | {"random_init": "reference"}
+    header = (
+        f"Ablation: {a.backbone}, {a.image_size} px, batch {a.batch_size}, {a.epochs} epochs of "
+        f"`{Path(a.unlabeled).name or 'synthetic'}` per run (equal optimiser steps); kNN (k=20) + linear probe, "
+        f"{a.folds}-fold CV on `{Path(a.labelled).name or 'synthetic'}` at {a.eval_size or a.image_size} px; "
+        "mean +- std over seeds (each seed: mean over folds). Synthetic: kNN on style / content labels."
     )
-    ap.add_argument("--image-size", type=int, default=112)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--md", default="", help="also write the markdown table to this file")
-    ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
-    ap.add_argument(
-        "--step-time-only",
-        type=int,
-        default=0,
-        metavar="ROUNDS",
-        help="only measure step time: ROUNDS interleaved rounds over the variants (no data, no training)",
-    )
-    args = ap.parse_args(argv)
-    if args.step_time_only:
-        return step_time_table(args)
-    for p in (args.unlabeled, args.labelled):
-        if not Path(p).exists():
-            print(f"data folder {p} not found; nothing to benchmark", file=sys.stderr)
-            return {}
-    common = [
-        f"data.path={args.unlabeled}",
-        f"data.image_size={args.image_size}",
-        f"data.batch_size={args.batch_size}",
-        f"model.backbone={args.backbone}",
-        f"run.time_budget_s={args.budget_s}",
-        f"run.budget_clock={args.clock}",
-        "optim.warmup_epochs=0.2",
-        "run.progress=false",
-        "run.overwrite=true",
-        "run.log_every=20",
-        *args.set,
-    ]
-    rows: list[dict[str, Any]] = []
-    for i, name in enumerate(args.variants.split(",")):
-        if name not in VARIANTS:
-            raise SystemExit(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}")
-        st = step_time(make_config(name, common))
-        # size the cosine schedule to the budget (data loading adds ~15%); the budget still stops the run.
-        # step_time is CPU seconds; with the wall clock, assume the step's threads run in parallel
-        per_step = st if args.clock == "process" else st / torch.get_num_threads()
-        max_steps = max(10, int(args.budget_s / (per_step * 1.15)))
-        cfg = make_config(name, [*common, f"run.output_dir={args.out}/{name}", f"optim.max_steps={max_steps}"])
-        res = run_pretrain(cfg)
-        lin = config_from_dict(
-            LinearConfig,
-            {
-                "data": {"batch_size": 128},
-                "eval": {
-                    "checkpoint": f"{args.out}/{name}",
-                    "image_size": args.image_size,
-                    "train_path": args.labelled,
-                    "folds": args.folds,
-                    "compare_random": i == 0,
-                },
-                "run": {"output_dir": f"{args.out}/{name}/eval", "overwrite": True, "progress": False},
-            },
-        )
-        m = run_linear_eval(lin)
-        row = {
-            "variant": name,
-            "steps": res.steps,
-            "epochs": round(res.epochs, 2),
-            "images_per_s": round(res.images_per_s, 1),
-            "step_s": round(st, 3),
-            "wall_s": round(res.seconds, 1),
-            **{k: m[k] for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5") if k in m},
-            **{k: m[k] for k in ("knn_top1_std", "linear_top1_std") if k in m},
-        }
-        if "random_init" in m:
-            rows.append(
-                {"variant": "random_init", **{k: m["random_init"].get(k) for k in row if k in m["random_init"]}}
-            )
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    base = next((r["step_s"] for r in rows if r["variant"] == "simclr"), None)
-    for r in rows:
-        if base and r.get("step_s"):
-            r["step_ratio"] = round(r["step_s"] / base, 2)
-    table = to_markdown(rows, args)
-    print(json.dumps(rows, indent=2))
+    table = to_markdown(records, family, costs, header)
     print(table)
-    if args.md:
-        Path(args.md).write_text(table + "\n")
-    return {"rows": rows}
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:.1f}" if isinstance(v, float) else "-"
-
-
-def to_markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    head = (
-        f"Equal-budget ablation: {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
-        f"{args.budget_s:.0f} s ({args.clock} clock) pretraining per variant on `{Path(args.unlabeled).name}`; "
-        f"{args.folds}-fold CV on `{Path(args.labelled).name}` (mean +- std over folds).\n\n"
-        "| variant | steps | epochs | wall s | img/s | step CPU-s | step ratio vs SimCLR | kNN top-1 | kNN top-5 | "
-        "linear top-1 | linear top-5 |\n|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-    lines = [head]
-    for r in rows:
-        knn = _pct(r.get("knn_top1")) + (f" +- {_pct(r['knn_top1_std'])}" if "knn_top1_std" in r else "")
-        lin = _pct(r.get("linear_top1")) + (f" +- {_pct(r['linear_top1_std'])}" if "linear_top1_std" in r else "")
-        lines.append(
-            f"| {r['variant']} | {r.get('steps', '-')} | {r.get('epochs', '-')} | {r.get('wall_s', '-')} | "
-            f"{r.get('images_per_s', '-')} | "
-            f"{r.get('step_s', '-')} | {r.get('step_ratio', '-')} | {knn} | {_pct(r.get('knn_top5'))} | {lin} | "
-            f"{_pct(r.get('linear_top5'))} |"
-        )
-    return "\n".join(lines)
+    (out / "table.md").write_text(table + "\n")
+    if a.md:
+        Path(a.md).write_text(table + "\n")
+    title = f"online kNN on {Path(a.labelled).name or 'synthetic'}: {a.backbone}, {a.image_size} px, {a.epochs} epochs"
+    png = plot_curves(records, Path(a.png) if a.png else out / "curves.png", title)
+    print(f"{len(records)}/{len(todo)} runs done ({skipped} from {out / 'results.jsonl'}) in "
+          f"{time.time() - t_start:.0f} s; table {out / 'table.md'}; curves {png}")  # fmt: skip
+    return {"records": records, "table": table, "png": str(png) if png else ""}
 
 
 if __name__ == "__main__":

@@ -186,6 +186,30 @@ class EvalCfg:
 
 
 @dataclass(frozen=True)
+class MonitorCfg:
+    """Online kNN monitor: kNN top-1 of the current backbone on a small labelled set, every N epochs of pretraining.
+
+    The images are decoded once when the run starts (``max_images`` x 3 x S x S float32 in memory) and embedded in
+    eval mode at each check, so a check costs one forward pass over them plus an exact FAISS search (seconds for
+    ~1000 images at 64-112 px). Results go to TensorBoard (``monitor/*``) and ``metrics.jsonl``; a resumed run
+    continues the curve. The check runs on rank 0 only and leaves the training RNG streams untouched.
+    """
+
+    every_epochs: int = 0  # 0 = off; N = after every N-th epoch (and once before the first step)
+    path: str = ""  # labelled collection (ImageFolder tree or CSV); "" = the embedded synthetic collection
+    eval_path: str = ""  # fixed split: path is the kNN bank, eval_path the queries; "" = stratified folds of path
+    folds: int = 5  # stratified k-fold over path (each image is a query once); ignored with eval_path
+    label_columns: tuple[str, ...] = ("label",)  # first -> monitor/knn_top1; others -> monitor/knn_top1_<column>
+    k: int = 20  # neighbours (capped at the bank size)
+    t: float = 0.07  # vote temperature, as eval.knn_t
+    image_size: int = 0  # 0 = data.image_size
+    max_images: int = 1000  # seeded random subset of path (and of eval_path) to keep a check cheap; 0 = all
+    embedding: str = "auto"  # auto | pooled | fused | gram, as eval.embedding
+    batch_size: int = 128  # images embedded at once
+    at_start: bool = True  # also measure before the first step (epoch 0: the initialisation's kNN)
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """``main_pretrain.py``."""
 
@@ -197,6 +221,7 @@ class PretrainConfig:
     run: RunCfg = field(default_factory=RunCfg)
     dist: DistCfg = field(default_factory=DistCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)  # used by `make demo` after pretraining
+    monitor: MonitorCfg = field(default_factory=MonitorCfg)  # online kNN learning curve; off by default
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ssl_art.config.schema import (
     DataCfg,
     EvalCfg,
     ModelCfg,
+    MonitorCfg,
     OptimCfg,
     PretrainConfig,
     RunCfg,
@@ -73,6 +74,15 @@ def _validate_section(sec: Any, prefix: str) -> None:
         _need(sec.log_every >= 1, f"{prefix}log_every", sec.log_every, "log every 1 or more steps")
         _need(sec.time_budget_s >= 0, f"{prefix}time_budget_s", sec.time_budget_s, "0 (no budget) or seconds")
         _need(sec.max_nonfinite >= 1, f"{prefix}max_nonfinite", sec.max_nonfinite, "stop after 1 or more in a row")
+    elif isinstance(sec, MonitorCfg):
+        _need(sec.every_epochs >= 0, f"{prefix}every_epochs", sec.every_epochs, "0 (off) or a number of epochs")
+        _need(sec.folds >= 2, f"{prefix}folds", sec.folds, "the monitor's cross-validation needs at least 2 folds")
+        _need(bool(sec.label_columns), f"{prefix}label_columns", list(sec.label_columns), "one or more columns")
+        _need(sec.k >= 1, f"{prefix}k", sec.k, "at least 1 neighbour, e.g. monitor.k=20")
+        _need(sec.t > 0, f"{prefix}t", sec.t, "a positive kNN temperature, e.g. 0.07")
+        _need(sec.image_size >= 0, f"{prefix}image_size", sec.image_size, "0 (data.image_size) or pixels")
+        _need(sec.max_images >= 0, f"{prefix}max_images", sec.max_images, "0 (all) or a positive count")
+        _need(sec.batch_size >= 1, f"{prefix}batch_size", sec.batch_size, "at least 1 image per batch")
     elif isinstance(sec, EvalCfg):
         _need(sec.folds >= 2, f"{prefix}folds", sec.folds, "cross-validation needs at least 2 folds")
         _need(sec.knn_k >= 1, f"{prefix}knn_k", sec.knn_k, "at least 1 neighbour, e.g. eval.knn_k=20")

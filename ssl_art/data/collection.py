@@ -3,7 +3,8 @@
 :func:`load_collection` turns ``data.path`` into a :class:`Collection` without opening any image: a ``.csv``
 manifest (a ``path`` column plus any label columns, empty cells = missing label), an ImageFolder tree
 (``<root>/<class>/<image>``, label column ``label``), a flat or nested folder scanned recursively (unlabeled), or
-``""`` for the embedded :class:`~ssl_art.data.synthetic.SyntheticArt` images (paths ``synthetic://<i>``). Indexing
+``""`` for the embedded :class:`~ssl_art.data.synthetic.SyntheticArt` images (paths ``synthetic://<i>``, label
+columns ``label`` = style and ``content`` = background composition). Indexing
 is cheap and strict about structure (a malformed manifest row is an error naming the row) but lenient about
 individual files: zero-byte and missing files are dropped and counted in ``collection.bad`` so the caller can
 apply ``data.max_bad_fraction``.
@@ -264,7 +265,8 @@ def load_collection(
         syn = SyntheticArt(synthetic_size, synthetic_image_size, seed=seed)
         return Collection(
             paths=[f"{SYNTHETIC_PREFIX}{i}" for i in range(len(syn))],
-            labels={"label": list[str | None](syn.labels)},
+            # "label" is the style; "content" the background composition, drawn independently of the style
+            labels={"label": list[str | None](syn.labels), "content": list[str | None](syn.content_labels())},
             source=f"synthetic(n={synthetic_size}, size={synthetic_image_size}, seed={seed})",
             synthetic=syn,
         )

@@ -6,7 +6,9 @@ perfect cue) and brush/texture statistics (stroke orientation distribution, stro
 the underlying layout along the strokes, film grain, edge softness). The *content* -- background composition and
 the number, type, size and position of objects -- is drawn independently of the style. A model that keys on layout
 therefore does poorly, a model invariant to layout but sensitive to texture and palette does well: this makes
-style learning measurable without any data on disk. Images are rendered on the fly (vectorised numpy, one small
+style learning measurable without any data on disk. :meth:`SyntheticArt.content` exposes each image's content
+(background composition, object count) as labels too, so a representation can be checked for separating style well
+and content poorly. Images are rendered on the fly (vectorised numpy, one small
 FFT per image, a few ms at 64 px) and are a pure function of ``(seed, i)``.
 """
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+COMPOSITIONS: tuple[str, ...] = ("gradient", "horizon", "vignette")  # background layouts: the content labels
 
 # Offsets that keep the per-style and per-image random streams disjoint.
 _STYLE_STREAM = 7919
@@ -84,6 +88,24 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return v[..., None] - v[..., None] * s[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
+def _background(palette: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """The background draws of one image's content: two palette colours, the composition and its parameters.
+
+    Shared by rendering and :meth:`SyntheticArt.content` so that both consume the image's random stream alike.
+    Parameters: gradient ``[angle]``, horizon ``[height, phase]``, vignette ``[centre_y, centre_x]``.
+    """
+    c0, c1 = palette[rng.choice(len(palette), size=2, replace=False)]
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        params = np.array([rng.uniform(0.0, 2 * np.pi)])
+    elif kind == 1:
+        h = rng.uniform(0.25, 0.75)
+        params = np.array([h, rng.uniform(0, 6)])
+    else:
+        params = rng.uniform(0.2, 0.8, size=2)
+    return c0, c1, kind, params
+
+
 class SyntheticArt:
     """``n`` procedurally generated images in ``n_styles`` balanced styles (image ``i`` has style ``i % n_styles``).
 
@@ -119,6 +141,27 @@ class SyntheticArt:
         """Class index of image ``i``."""
         return i % self.n_styles
 
+    def content(self, i: int) -> tuple[int, int]:
+        """``(composition, n_objects)`` of image ``i`` without rendering it: the content, drawn independently of style.
+
+        ``composition`` indexes :data:`COMPOSITIONS` (the background layout); ``n_objects`` is in ``[0, 5]``. These
+        are the label-free development signal's *content* labels: a style representation should separate
+        ``style_index`` well and these poorly.
+
+        Raises:
+            IndexError: when ``i`` is outside ``[0, n)``.
+        """
+        if not 0 <= i < self.n:
+            raise IndexError(f"image index {i} out of range for {self.n} synthetic images")
+        rng = np.random.default_rng([self.seed, _IMAGE_STREAM, i])  # the same stream and draw order as array(i)
+        palette = self._palette(self.styles[self.style_index(i)], rng)
+        _, _, kind, _ = _background(palette, rng)
+        return kind, int(rng.integers(0, 6))
+
+    def content_labels(self) -> list[str]:
+        """The composition name of every image (``gradient`` | ``horizon`` | ``vignette``), in index order."""
+        return [COMPOSITIONS[self.content(i)[0]] for i in range(self.n)]
+
     def image(self, i: int) -> Image.Image:
         """Render image ``i`` as an RGB PIL image of ``size x size``."""
         return Image.fromarray(self.array(i), mode="RGB")
@@ -152,17 +195,13 @@ class SyntheticArt:
         """Content: a background composition plus 0-5 objects, independent of the style except for edge softness."""
         yy, xx = self._yy, self._xx
         soft = max(style.edge_soft * self._scale, 0.25) / self.size  # in canvas units
-        c0, c1 = palette[rng.choice(len(palette), size=2, replace=False)]
-        kind = int(rng.integers(0, 3))
+        c0, c1, kind, p = _background(palette, rng)
         if kind == 0:  # linear gradient in a random direction
-            a = rng.uniform(0.0, 2 * np.pi)
-            t = np.clip((np.cos(a) * (xx - 0.5) + np.sin(a) * (yy - 0.5)) + 0.5, 0.0, 1.0)
+            t = np.clip((np.cos(p[0]) * (xx - 0.5) + np.sin(p[0]) * (yy - 0.5)) + 0.5, 0.0, 1.0)
         elif kind == 1:  # horizon split (landscape-like)
-            h = rng.uniform(0.25, 0.75)
-            t = 1.0 / (1.0 + np.exp(np.clip((h + 0.05 * np.sin(6 * xx + rng.uniform(0, 6)) - yy) / soft, -30, 30)))
+            t = 1.0 / (1.0 + np.exp(np.clip((p[0] + 0.05 * np.sin(6 * xx + p[1]) - yy) / soft, -30, 30)))
         else:  # radial vignette around a random centre
-            cy, cx = rng.uniform(0.2, 0.8, size=2)
-            t = np.clip(np.hypot(yy - cy, xx - cx) / 0.7, 0.0, 1.0)
+            t = np.clip(np.hypot(yy - p[0], xx - p[1]) / 0.7, 0.0, 1.0)
         img = c0 * (1.0 - t[..., None]) + c1 * t[..., None]
         for _ in range(int(rng.integers(0, 6))):
             cy, cx = rng.uniform(0.1, 0.9, size=2)

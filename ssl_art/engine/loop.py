@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -36,6 +36,7 @@ from ssl_art import distributed
 from ssl_art.config import DataCfg, OptimCfg, RunCfg
 from ssl_art.data.decode import BadFileReport
 from ssl_art.engine import ddp
+from ssl_art.engine.hooks import EpochHook, run_epoch_hooks
 from ssl_art.engine.optim import build_optimizer
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset
 from ssl_art.engine.step import OptimStep, checkpoint_due
@@ -127,6 +128,7 @@ def fit(
     dist_backend: str = "auto",
     sync_bn: str = "auto",
     batches: Callable[[ResumableSampler], Iterable[Any]] | None = None,
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> FitResult:
     """Train ``method`` on ``dataset`` (multi-view samples) and checkpoint into ``out/checkpoints``.
 
@@ -144,6 +146,7 @@ def fit(
         sync_bn: ``dist.sync_bn`` (``auto``: SyncBatchNorm when more than one process trains).
         batches: the cached input path: builds the batch iterable from the resumable sampler instead of
             a DataLoader over ``dataset`` (which then only gives the length).
+        epoch_hooks: measurements run before the first step and after each epoch (``ssl_art.engine.hooks``).
 
     Returns:
         A :class:`FitResult`.
@@ -252,6 +255,8 @@ def fit(
     t_log, imgs_log = time.time(), 0
     closing = contextlib.closing(writer) if writer is not None else contextlib.nullcontext()
     with _StopFlag() as flag, metrics_file, closing:  # closed on errors too
+        if step == 0:  # a fresh run: the curve's epoch-0 point (the initialisation)
+            run_epoch_hooks(epoch_hooks, method, 0, 0, writer, metrics_file, rank)
         while step < total:
             sampler.set_epoch(epoch, start=pos)
             bar = tqdm(
@@ -336,6 +341,7 @@ def fit(
             if pos >= batches_per_epoch * global_batch:
                 epoch, pos = epoch + 1, 0
                 stepper.reset()
+                run_epoch_hooks(epoch_hooks, method, epoch, step, writer, metrics_file, rank)  # before the save
                 save()
                 log.info("epoch %d done: step %d/%d %s", epoch, step, total, _fmt(last_metrics))
         save()

@@ -21,7 +21,9 @@ from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import build_collection, collate
 from ssl_art.data.transforms import MultiView, build_view_transform
 from ssl_art.engine.fast_path import apply_speed_options, prepare_cached_input
+from ssl_art.engine.hooks import EpochHook
 from ssl_art.engine.loop import FitResult, fit
+from ssl_art.engine.monitor import KnnMonitor
 from ssl_art.engine.rundir import check_run_dir, prepare_run_dir
 from ssl_art.methods.registry import METHODS, build_pretrain_model
 from ssl_art.runtime.device import amp_dtype, resolve_device
@@ -46,6 +48,12 @@ def preflight(cfg: PretrainConfig) -> None:
             f"data.path={cfg.data.path!r} does not exist; point it at an image folder, an ImageFolder tree or a "
             "CSV manifest (or data.path='' for the embedded synthetic collection)"
         )
+    for key, path in (("monitor.path", cfg.monitor.path), ("monitor.eval_path", cfg.monitor.eval_path)):
+        if cfg.monitor.every_epochs and path and not Path(path).expanduser().exists():
+            raise ConfigError(
+                f"{key}={path!r} does not exist; point it at a labelled ImageFolder tree or CSV manifest "
+                "(or monitor.path='' for the embedded synthetic collection, monitor.every_epochs=0 for no monitor)"
+            )
     init = cfg.model.init_checkpoint
     if init and not Path(init).expanduser().is_file():
         raise ConfigError(f"model.init_checkpoint={init!r} is not a file; give a local weights file or leave it empty")
@@ -115,6 +123,9 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     collection.bad.check(collection.n_indexed, d.max_bad_fraction)  # stop before any training
     seed_everything(cfg.run.seed, cfg.run.deterministic)  # before building the model: its init is seeded too
     method = build_pretrain_model(cfg)  # before the run dir exists: an init_checkpoint mismatch leaves nothing
+    hooks: list[EpochHook] = []
+    if cfg.monitor.every_epochs and rank == 0:  # rank 0 alone measures; decoded before the run dir exists too
+        hooks.append(KnnMonitor.from_config(cfg.monitor, d, seed=0))  # seed 0: the same set and folds every run
     distributed.barrier()  # every rank has checked the run dir before rank 0 creates it
     if rank == 0:
         prepare_run_dir(cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite, config)
@@ -136,7 +147,7 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
     t0 = time.time()
     result = fit(
         method, dataset, collate, d, cfg.optim, cfg.run, config, out, bad=collection.bad,
-        dist_backend=cfg.dist.backend, sync_bn=cfg.dist.sync_bn, batches=batches,
+        dist_backend=cfg.dist.backend, sync_bn=cfg.dist.sync_bn, batches=batches, epoch_hooks=hooks,
     )  # fmt: skip
     if rank != 0:
         return result

@@ -75,3 +75,32 @@ def test_style_measurable_but_not_trivial_from_pixels() -> None:
     tex = np.stack([gx, gy, gx / (gy + 1e-6)], axis=1)
     tex = (tex - tex.mean(0)) / tex.std(0)
     assert _knn_accuracy(tex - tex.min(0) + 1e-3, y) > 0.3
+
+
+def test_content_labels_are_the_rendered_composition_and_independent_of_style(monkeypatch) -> None:
+    from ssl_art.data import synthetic
+    from ssl_art.data.collection import load_collection
+
+    syn = synthetic.SyntheticArt(210, 16, n_styles=7, seed=5)
+    rendered: list[int] = []
+    real = synthetic._background
+
+    def spy(palette, rng):
+        out = real(palette, rng)
+        rendered.append(out[2])
+        return out
+
+    monkeypatch.setattr(synthetic, "_background", spy)
+    for i in range(12):
+        syn.array(i)
+    monkeypatch.undo()
+    assert rendered == [syn.content(i)[0] for i in range(12)]  # content() replays the draws rendering makes
+    labels = syn.content_labels()
+    assert set(labels) == set(synthetic.COMPOSITIONS)
+    # style i % 7 and composition are drawn independently: every style shows at least two compositions
+    for s in range(7):
+        assert len({labels[i] for i in range(s, 210, 7)}) >= 2
+    assert all(0 <= syn.content(i)[1] <= 5 for i in range(210))
+    coll = load_collection("", synthetic_size=21, synthetic_image_size=16, seed=5)
+    assert list(coll.labels) == ["label", "content"]
+    assert coll.labels["content"] == synthetic.SyntheticArt(21, 16, seed=5).content_labels()

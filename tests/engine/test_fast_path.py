@@ -13,6 +13,7 @@ from PIL import Image
 
 import main_pretrain
 from ssl_art.engine.fast_path import apply_speed_options
+from ssl_art.runtime.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "model.backbone=test_resnet", "run.device=cpu"]
@@ -51,9 +52,8 @@ def test_disk_cache_in_cache_dir_leaves_the_data_folder_alone(tmp_path: Path) ->
 
 
 def test_bad_cache_value_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        main_pretrain.main([*TINY, "data.cache=fast", f"run.output_dir={tmp_path}"])
-    assert e.value.code == 2
+    code = run_cli(lambda: main_pretrain.main([*TINY, "data.cache=fast", f"run.output_dir={tmp_path}"]))
+    assert code == 2
     err = capsys.readouterr().err
     assert "error: data.cache='fast' is out of range: one of off, auto, ram, disk" in err and "Traceback" not in err
 

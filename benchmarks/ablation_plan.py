@@ -1,0 +1,106 @@
+"""Cost side of the ablation: the measured CPU seconds per optimiser step of each variant and the ``--plan`` estimate.
+
+A step is timed on a fixed random batch (forward, backward, optimiser step, EMA update) with this process's CPU
+clock, once per distinct method/model/loss (augmentation changes no step cost) and cached in ``step_cost.json``.
+The plan multiplies the steps of every run by its step cost, adds 15% for data loading, and estimates the monitor's
+and the evaluation's forward passes from the same measurement (an image forward ~ 1/3 of its training step) plus
+about a minute per run for the linear probe's cross-validation: a rough guide, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_art.config import PretrainConfig, config_to_dict
+from ssl_art.methods.registry import build_pretrain_model
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
+    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median."""
+    torch.manual_seed(0)
+    method = build_pretrain_model(cfg).train()
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    b, s = cfg.data.batch_size, cfg.data.image_size
+    views = [torch.randn(b, 3, s, s) for _ in range(cfg.data.aug.n_views)]
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.process_time()
+        out = method.training_step(views, i / (warmup + steps))
+        out.loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        method.after_optimizer_step(i / (warmup + steps))
+        if i >= warmup:
+            times.append(time.process_time() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_costs(
+    runs: list[tuple[str, Any, int]],
+    a: argparse.Namespace,
+    cache: Path,
+    make_cfg: Callable[[Any], PretrainConfig],
+) -> dict[str, float]:
+    """Step cost per variant, measured once per distinct model/loss (cached in ``cache``; augmentation is free)."""
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    costs: dict[str, float] = {}
+    for name, v, _ in runs:
+        if name in costs:
+            continue
+        cfg = make_cfg(v)
+        d = config_to_dict(cfg)
+        key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
+                           "s": cfg.data.image_size, "threads": torch.get_num_threads()})  # fmt: skip
+        if key not in known:
+            known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(known, indent=1))
+        costs[name] = known[key]
+    return costs
+
+
+def n_steps(a: argparse.Namespace) -> int:
+    if not a.unlabeled:
+        n = int(a.synthetic_size)
+    else:
+        from ssl_art.data import load_collection
+
+        n = len(load_collection(a.unlabeled))
+    return int(a.epochs) * max(1, n // int(a.batch_size))
+
+
+def print_plan(runs: list[tuple[str, Any, int]], costs: dict[str, float], a: argparse.Namespace) -> float:
+    """The runs with their steps and estimated CPU time; returns the total in CPU hours."""
+    steps = n_steps(a)
+    fwd = costs.get("simclr", min(costs.values())) / (3 * 2 * a.batch_size)  # one image forward ~ 1/3 of its step
+    checks = (a.epochs // a.monitor_every + 1) if a.monitor_every else 0
+    n_lab = 1400 if a.labelled else a.synthetic_size
+    probe_s = 60.0 * (n_lab / 1400) * (a.linear_epochs / 100)  # ~1 min for the 5-fold probe on 1400 images
+    eval_s = fwd * n_lab * (2 if a.synthetic else 1) + probe_s
+    total = 0.0
+    print(f"{len(runs)} runs x {steps} steps (batch {a.batch_size}, {a.epochs} epochs), {torch.get_num_threads()} "
+          "threads; step CPU-s measured, data loading +15%, monitor and eval estimated")  # fmt: skip
+    print("| run | steps | step CPU-s | est. CPU-min |\n|---|---|---|---|")
+    for name, _, seed in runs:
+        s = steps * costs[name] * 1.15 + checks * a.monitor_max_images * fwd + eval_s
+        total += s
+        print(f"| {name}/seed{seed} | {steps} | {costs[name]:.3f} | {s / 60:.1f} |")
+    threads = torch.get_num_threads()
+    total += eval_s  # the random-init reference row: evaluation only
+    wall = total / 3600 / threads
+    print(
+        f"total: {total / 3600:.1f} CPU-hours = {total / 60:.0f} CPU-min (~{wall:.1f} h wall on {threads} free cores)"
+    )
+    return float(total / 3600)

@@ -1,0 +1,176 @@
+"""The evidence run's harness: a killed ablation continues without redoing finished runs, a torn results line is
+ignored, changed settings are refused, the plan counts the right runs, and the table's numbers are the statistics of
+the records (against plain formulas written here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import ablation, ablation_plan
+from benchmarks.ablation_report import ResultsStore, best_baseline, curve_of, to_markdown
+from ssl_art import checkpoint as ckpt_io
+from ssl_art.engine.loop import FitResult
+
+ARGS = ["--unlabeled", "", "--labelled", "", "--no-synthetic", "--epochs", "2", "--seeds", "2", "--batch-size", "16"]
+
+
+class Fakes:
+    """Stand-ins for pretraining and evaluation that record what the driver asked for."""
+
+    def __init__(self, stop_at: str = "") -> None:
+        self.pretrained: list[tuple[str, bool]] = []
+        self.evaluated: list[str] = []
+        self.stop_at = stop_at
+
+    def run_pretrain(self, cfg: Any) -> FitResult:
+        out = Path(cfg.run.output_dir)
+        self.pretrained.append((out.parent.name + "/" + out.name, cfg.run.resume))
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_io.save_rolling(out / "checkpoints", 1, {"model": {}, "step": 1}, keep_last=1)
+        with open(out / "metrics.jsonl", "a") as f:
+            for e in (0, 1, 2):
+                f.write(json.dumps({"step": e, "epoch": e, "monitor/knn_top1": 0.1 * e}) + "\n")
+        stopped = "signal" if self.stop_at and out.parent.name + "/" + out.name == self.stop_at else "done"
+        if stopped == "signal":
+            self.stop_at = ""  # the next session finishes
+        return FitResult(steps=4, epochs=2.0, stopped=stopped, seconds=0.1, images_per_s=1.0, nonfinite_skipped=0)
+
+    def evaluate(self, checkpoint: str, a: Any, out_dir: Path, synth: Any) -> dict[str, Any]:
+        self.evaluated.append(checkpoint)
+        seed = int(Path(checkpoint).name[-1]) if checkpoint else 0
+        folds = [0.3 + 0.01 * seed + 0.001 * i for i in range(5)]
+        return {
+            "knn_top1": float(np.mean(folds)),
+            "linear_top1": float(np.mean(folds)) + 0.05,
+            "knn_top1_folds": folds,
+            "linear_top1_folds": [f + 0.05 for f in folds],
+            "knn_top1_std": float(np.std(folds)),
+        }
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
+    f = Fakes()
+    monkeypatch.setattr(ablation, "run_pretrain", f.run_pretrain)
+    monkeypatch.setattr(ablation, "evaluate", f.evaluate)
+    monkeypatch.setattr(ablation_plan, "step_cost", lambda cfg, **kw: 0.5 if cfg.method == "simclr" else 1.0)
+    return f
+
+
+def test_killed_ablation_continues_without_redoing_finished_runs(tmp_path: Path, fakes: Fakes) -> None:
+    out = ["--out", str(tmp_path / "abl"), "--variants", "simclr,full_art_aug,no_soft", *ARGS]
+    fakes.stop_at = "full_art_aug/seed0"  # SIGTERM during this pretraining
+    first = ablation.main(out)
+    assert [k for k, _ in fakes.pretrained] == ["simclr/seed0", "simclr/seed1", "full_art_aug/seed0"]
+    assert len(first["records"]) == 3  # random_init + two simclr seeds
+    fakes.pretrained.clear()
+    fakes.evaluated.clear()
+
+    second = ablation.main(out)
+    # the stopped run resumes from its checkpoint; finished runs are neither pretrained nor evaluated again
+    assert fakes.pretrained == [("full_art_aug/seed0", True), ("full_art_aug/seed1", False), ("no_soft/seed0", False)]
+    assert [Path(c).parent.name + "/" + Path(c).name for c in fakes.evaluated] == [
+        "full_art_aug/seed0",
+        "full_art_aug/seed1",
+        "no_soft/seed0",
+    ]
+    assert len(second["records"]) == 6
+    assert second["records"][1]["curve"] == [[0, 0.0], [1, 0.1], [2, 0.2]]
+
+    # a torn last line (killed while writing) is ignored; a third run does nothing new
+    with open(tmp_path / "abl" / "results.jsonl", "a") as f:
+        f.write('{"key": "no_soft/seed0", "fingerp')
+    fakes.pretrained.clear()
+    fakes.evaluated.clear()
+    third = ablation.main(out)
+    assert fakes.pretrained == [] and fakes.evaluated == [] and len(third["records"]) == 6
+    assert "| no_soft | 1 |" in third["table"] and (tmp_path / "abl" / "curves.png").is_file()
+
+    # different settings never mix with finished runs: refused with one error line
+    with pytest.raises(SystemExit, match="error: .* other settings"):
+        ablation.main([*out, "--set", "optim.lr=0.5"])
+
+
+def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
+    a = ablation.parse_args(["--out", str(tmp_path), *ARGS])
+    cfg = ablation.make_config(ablation.VARIANTS["simclr"], a, 0, tmp_path / "simclr" / "seed0", [])
+    meta = ablation.pretrain(cfg, tmp_path / "simclr" / "seed0.json")
+    assert meta["done"] and meta["sessions"] == 1 and meta["steps"] == 4
+    again = ablation.pretrain(cfg, tmp_path / "simclr" / "seed0.json")
+    assert again == meta and len(fakes.pretrained) == 1
+
+
+def test_plan_counts_runs_and_sums_the_estimate(tmp_path: Path, fakes: Fakes, capsys: pytest.CaptureFixture) -> None:
+    res = ablation.main(["--out", str(tmp_path), "--plan", "--monitor-every", "0", *ARGS])
+    # 4 core variants x 2 seeds + 4 removals x 1 seed; synthetic pool 1400 // 16 = 87 steps/epoch x 2 epochs
+    assert res["runs"] == 12
+    steps = 2 * (1400 // 16)
+    fwd = 0.5 / (3 * 2 * 16)
+    per_eval = fwd * 1400 + 60
+    want = (4 * steps * 0.5 + 8 * steps * 1.0) * 1.15 + 13 * per_eval  # + the random-init row's evaluation
+    assert res["cpu_hours"] == pytest.approx(want / 3600)
+    assert "full_art_aug/seed1" in capsys.readouterr().out
+    res = ablation.main(["--out", str(tmp_path), "--plan", "--core", "simclr,full_art_aug", *ARGS])
+    assert res["runs"] == 2 * 2 + 6
+
+
+def test_results_store_and_curves(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.jsonl")
+    store.add({"key": "a/seed0", "fingerprint": "x", "v": 1})
+    store.add({"key": "a/seed0", "fingerprint": "y", "v": 2})  # a rerun with new settings: the later line wins
+    (tmp_path / "r.jsonl").write_text((tmp_path / "r.jsonl").read_text() + "not json\n")
+    again = ResultsStore(tmp_path / "r.jsonl")
+    assert again.done("a/seed0", "y") and not again.done("a/seed0", "x") and not again.done("b/seed0", "y")
+    m = tmp_path / "metrics.jsonl"
+    m.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 0, "epoch": 0, "monitor/knn_top1": 0.2},
+                {"step": 5, "epoch": 1, "loss": 3.0},
+                {"step": 10, "epoch": 1, "monitor/knn_top1": 0.3},
+                {"step": 10, "epoch": 1, "monitor/knn_top1": 0.35},  # redone after a resume: the last one counts
+            ]
+        )
+    )
+    assert curve_of(m) == [(0, 0.2), (1, 0.35)]
+
+
+def _rec(variant: str, seed: int, folds: list[float]) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "seed": seed,
+        "knn_top1": float(np.mean(folds)),
+        "linear_top1": float(np.mean(folds)),
+        "knn_top1_folds": folds,
+        "linear_top1_folds": folds,
+        "steps": 10,
+    }
+
+
+def test_table_numbers_are_the_records_statistics() -> None:
+    recs = [
+        _rec("simclr", 0, [0.30, 0.32]),
+        _rec("simclr", 1, [0.34, 0.36]),
+        _rec("simclr_art_aug", 0, [0.20, 0.22]),
+        _rec("full", 0, [0.40, 0.42]),
+        _rec("full", 1, [0.44, 0.46]),
+    ]
+    family = {"simclr": "simclr", "simclr_art_aug": "simclr", "full": "art_ssl"}
+    assert best_baseline(recs, family) == "simclr"
+    table = to_markdown(recs, family, {"simclr": 0.5, "full": 1.0}, "header", n_boot=2000)
+    row = next(line for line in table.splitlines() if line.startswith("| full |"))
+    seed_means = [0.41, 0.45]
+    m = sum(seed_means) / 2
+    s = math.sqrt(sum((x - m) ** 2 for x in seed_means) / 1)
+    assert f"{100 * m:.1f} +- {100 * s:.1f}" in row
+    assert "1.000 (x2.00)" in row
+    assert "+10.0 [+10.0, +10.0] (2x2) *" in row  # every paired difference is exactly +0.10
+    art = next(line for line in table.splitlines() if line.startswith("| simclr_art_aug |"))
+    assert "-10.0 [-10.0, -10.0] (1x2) *" in art
