@@ -105,7 +105,7 @@ def test_upload_labels_heatmap_neighbours_click(browser: Any, url: str, out_dir:
     widths = [float(rows.nth(i).locator(".fill").evaluate("e => parseFloat(e.style.width)")) for i in range(3)]
     assert widths == sorted(widths, reverse=True) and abs(sum(widths) - 100) < 0.5  # one head's bars sum to 100 %
     hits = page.locator(".hit")
-    assert hits.count() == 12
+    assert hits.count() == 10  # the server default -k (RetrievalCfg.k)
     assert page.locator("#preview").get_attribute("src").startswith("blob:")
     page.screenshot(path=str(out_dir / "upload.png"), full_page=True)
 
