@@ -206,7 +206,8 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 def _cmd_plot_map(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings, read_manifest
+    from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings
+    from ssl_art.retrieval.manifest import read_manifest
     from ssl_art.retrieval.plots import plot_embedding_map
 
     emb, meta = open_embeddings(args.embeddings)

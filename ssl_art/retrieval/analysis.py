@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ssl_art.eval.search import flat_index, l2_normalise, search_index
-from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings, read_manifest
+from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings
+from ssl_art.retrieval.manifest import read_manifest
 
 MISSING = -1
 

@@ -20,8 +20,6 @@ rows are gathered on rank 0, and rank 0 alone writes the memmap, the manifest, `
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +37,7 @@ from tqdm import tqdm
 
 from ssl_art import distributed
 from ssl_art.retrieval.embedder import Embedder, model_hash, pick_embedding, resolve_kind
+from ssl_art.retrieval.manifest import manifest_sha256, read_manifest, verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -82,92 +81,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
-
-
-def write_manifest(path: str | Path, paths: Sequence[str], labels: Mapping[str, Sequence[str | None]]) -> None:
-    """``row,path,<label columns...>`` CSV; missing labels are empty cells."""
-    cols = list(labels)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "path", *cols])
-        for i, p in enumerate(paths):
-            w.writerow([i, p, *[labels[c][i] or "" for c in cols]])
-
-
-def read_manifest(path: str | Path) -> tuple[list[str], dict[str, list[str | None]]]:
-    """Inverse of :func:`write_manifest`: ``(paths, {column: labels})``, empty cells as ``None``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: naming the file: empty (no header), no ``row``/``path`` columns, a row with the wrong number of
-            cells, or a ``row`` column that is not ``0, 1, 2, ...`` (the file was edited, shuffled or truncated).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: manifest not found")
-    try:
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                raise ValueError(f"{p}: empty manifest (no header row); re-run `ssl-art embed`")
-            if header[:2] != ["row", "path"]:
-                raise ValueError(f"{p}: header {header[:4]} lacks the 'row,path' columns; not an ssl-art manifest")
-            cols = header[2:]
-            paths: list[str] = []
-            labels: dict[str, list[str | None]] = {c: [] for c in cols}
-            for cells in reader:
-                if len(cells) != len(header):
-                    raise ValueError(
-                        f"{p}: line {reader.line_num} has {len(cells)} cells, expected {len(header)} "
-                        "(truncated or damaged manifest)"
-                    )
-                if cells[0] != str(len(paths)):
-                    raise ValueError(
-                        f"{p}: line {reader.line_num} has row {cells[0]!r}, expected {len(paths)} "
-                        "(the manifest was reordered or edited)"
-                    )
-                paths.append(cells[1])
-                for c, v in zip(cols, cells[2:]):
-                    labels[c].append(v or None)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{p}: unreadable manifest ({e})") from e
-    return paths, labels
-
-
-def manifest_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a manifest file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_manifest(
-    path: str | Path, n: int, sha256: str = "", what: str = "the embeddings"
-) -> tuple[list[str], dict[str, list[str | None]]]:
-    """:func:`read_manifest` plus the integrity checks: exactly ``n`` rows and, when recorded, the same SHA-256.
-
-    Args:
-        path: the manifest.
-        n: rows it must have (``meta.n``).
-        sha256: the checksum recorded at embed/build time (``""`` = not recorded, skipped).
-        what: what recorded ``n``/``sha256``, for the message.
-
-    Raises:
-        ValueError: naming the file and what differs.
-    """
-    if sha256 and manifest_sha256(path) != sha256:
-        raise ValueError(
-            f"{path}: checksum differs from the one recorded with {what} (the manifest was edited, shuffled or "
-            "replaced, so labels and thumbnails would be wrong); restore it or re-run `ssl-art embed` and "
-            "`ssl-art index build`"
-        )
-    paths, labels = read_manifest(path)
-    if len(paths) != n:
-        raise ValueError(f"{path}: {len(paths)} rows but {what} have {n} (truncated or wrong manifest)")
-    return paths, labels
 
 
 def open_embeddings(folder: str | Path) -> tuple[NDArray[Any], EmbeddingMeta]:

@@ -16,8 +16,9 @@ from numpy.typing import NDArray
 
 from ssl_art.eval.metrics import ranking_metrics, retrieval_metrics
 from ssl_art.retrieval.analysis import self_knn
-from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings, read_manifest
+from ssl_art.retrieval.embed import MANIFEST_FILE, open_embeddings
 from ssl_art.retrieval.index import RetrievalIndex
+from ssl_art.retrieval.manifest import read_manifest
 
 
 def approximate_recall(approx_rows: NDArray[Any], exact_rows: NDArray[Any]) -> float:

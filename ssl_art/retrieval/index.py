@@ -46,14 +46,8 @@ from numpy.typing import NDArray
 
 from ssl_art.config import RetrievalCfg
 from ssl_art.eval.search import l2_normalise, search_index
-from ssl_art.retrieval.embed import (
-    MANIFEST_FILE,
-    META_FILE,
-    EmbeddingMeta,
-    manifest_sha256,
-    open_embeddings,
-    verify_manifest,
-)
+from ssl_art.retrieval.embed import MANIFEST_FILE, META_FILE, EmbeddingMeta, open_embeddings
+from ssl_art.retrieval.manifest import manifest_sha256, verify_manifest
 
 log = logging.getLogger(__name__)
 

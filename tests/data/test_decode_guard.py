@@ -99,7 +99,7 @@ def test_embedding_a_collection_with_a_strip_keeps_it_out(tmp_path: Path) -> Non
     meta = embed_collection(
         BackboneEmbedder(BACKBONE, image_size=32), str(root), tmp_path / "emb", image_size=32, progress=False
     )
-    from ssl_art.retrieval.embed import read_manifest
+    from ssl_art.retrieval.manifest import read_manifest
 
     paths, _ = read_manifest(tmp_path / "emb" / "manifest.csv")
     assert meta.bad_rows == [paths.index(str(strip))]

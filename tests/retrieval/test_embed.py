@@ -17,9 +17,9 @@ from ssl_art.retrieval.embed import (
     embed_dataset,
     model_hash,
     open_embeddings,
-    read_manifest,
 )
 from ssl_art.retrieval.index import RetrievalIndex
+from ssl_art.retrieval.manifest import read_manifest
 
 
 class TinyMethod(nn.Module):

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from ssl_art.cli import main as cli_main
-from ssl_art.retrieval.embed import embed_collection, read_manifest
+from ssl_art.retrieval.embed import embed_collection
 from ssl_art.retrieval.embedder import BackboneEmbedder
 from ssl_art.retrieval.index import ModelMismatchError, RetrievalIndex
+from ssl_art.retrieval.manifest import read_manifest
 from tests.conftest import BACKBONE
 
 
