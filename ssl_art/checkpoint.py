@@ -71,18 +71,24 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> str:
     return digest
 
 
+def _sidecar_ok(path: Path, data: bytes) -> bool | None:
+    """Whether ``data`` (the bytes of ``path``) match ``<path>.sha256``; ``None`` when there is no sidecar."""
+    side = Path(f"{path}.sha256")
+    if not side.is_file():
+        return None
+    parts = side.read_text().split()
+    return len(parts) == 2 and int(parts[1]) == len(data) and hashlib.sha256(data).hexdigest() == parts[0]
+
+
 def verify_checkpoint(path: str | Path) -> bool:
     """True when ``path`` exists and matches its sidecar's size and SHA-256 (no sidecar: loadable is enough)."""
     path = Path(path)
     if not path.is_file():
         return False
-    side = Path(f"{path}.sha256")
     data = path.read_bytes()
-    if side.is_file():
-        parts = side.read_text().split()
-        if len(parts) != 2 or int(parts[1]) != len(data) or hashlib.sha256(data).hexdigest() != parts[0]:
-            return False
-        return True
+    ok = _sidecar_ok(path, data)
+    if ok is not None:
+        return ok
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception:
@@ -95,12 +101,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not verify_checkpoint(path):
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt (size/hash mismatch); use an earlier ckpt-*.pt, or pass "
-            "the run dir (eval.checkpoint / run.resume pick the newest checkpoint that verifies)"
-        )
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    data = path.read_bytes()  # read once: hashed, then loaded from the same bytes
+    corrupt = CheckpointError(
+        f"checkpoint {path} is truncated or corrupt (size/hash mismatch); use an earlier ckpt-*.pt, or pass "
+        "the run dir (eval.checkpoint / run.resume pick the newest checkpoint that verifies)"
+    )
+    if _sidecar_ok(path, data) is False:
+        raise corrupt
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # no sidecar: loadable is the check
+        raise corrupt from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not an ssl_art checkpoint (expected a dict)")
     return obj

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ssl_art.data.collection import SYNTHETIC_PREFIX, Collection
 from ssl_art.data.dataset import ImageDataset
-from ssl_art.data.decode import BAD_KINDS, BadFileReport, BadImageError
+from ssl_art.data.decode import BAD_KINDS, MAX_PIXELS, BadFileReport, BadImageError
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def build_cache(
     collection: Collection,
     folder: Path,
     shape: StoredShape,
-    max_image_pixels: int = 178_956_970,
+    max_image_pixels: int = MAX_PIXELS,
     num_workers: int = 0,
     progress: bool = True,
 ) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ssl_art.checkpoint import find_resumable, load_checkpoint, load_state_strict, verify_checkpoint
+from ssl_art.checkpoint import CheckpointError, find_resumable, load_checkpoint, load_state_strict
 from ssl_art.config import PretrainConfig, config_from_dict
 from ssl_art.methods.base import PretrainMethod
 from ssl_art.methods.registry import build_pretrain_model
@@ -34,12 +34,14 @@ def load_method(path: str, pretrained_backbone: bool = False) -> tuple[PretrainM
     if p.is_dir():
         ckpt_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
         p = ckpt_dir / "last.pt"
-        if not verify_checkpoint(p):
-            found = find_resumable(ckpt_dir)
-            if found is not None:
-                log.warning("%s is missing, truncated or corrupt; using %s instead", p, found)
-                p = found
-    ckpt = load_checkpoint(p)
+    try:
+        ckpt = load_checkpoint(p)
+    except CheckpointError:
+        found = find_resumable(p.parent) if Path(path).is_dir() else None  # a run dir: fall back to ckpt-*.pt
+        if found is None:
+            raise
+        log.warning("%s is missing, truncated or corrupt; using %s instead", p, found)
+        p, ckpt = found, load_checkpoint(found)
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{p} is not an ssl_art pretraining checkpoint (needs 'config' and 'model')")
     raw = dict(ckpt["config"])
