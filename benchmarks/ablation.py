@@ -103,6 +103,31 @@ VARIANTS: dict[str, Variant] = {
         note="milder jitter, no grayscale",
         default=False,
     ),
+    # positives from different regions of the painting (style is shared across a canvas, content is not)
+    "simclr_split": Variant(
+        "simclr.yaml",
+        ("data.aug.preset=simclr", "data.aug.crop_overlap=split"),
+        note="SimCLR, split crops",
+        default=False,
+    ),
+    "full_split": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.crop_overlap=split"),
+        note="standard aug, split crops",
+        default=False,
+    ),
+    "full_art_split": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=art", "data.aug.crop_overlap=split"),
+        note="art aug, split crops",
+        default=False,
+    ),
+    "full_jitter_first": Variant(
+        "art_ssl.yaml",
+        ("data.aug.preset=simclr", "data.aug.jitter_views=first"),
+        note="jitter on one view only",
+        default=False,
+    ),
 }
 # The full method minus one part, on top of --removal-base.
 REMOVALS: dict[str, tuple[str, ...]] = {

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 from ssl_art.config import PretrainConfig, config_to_dict
+from ssl_art.engine.fast_path import apply_speed_options
 from ssl_art.methods.registry import build_pretrain_model
+from ssl_art.runtime.device import amp_dtype, autocast
 
 
 def fingerprint(obj: Any) -> str:
@@ -28,16 +30,22 @@ def fingerprint(obj: Any) -> str:
 
 
 def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
-    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median."""
+    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median.
+
+    Under the run's ``run.amp`` (bf16 autocast on a CPU that has it) and ``run.channels_last``, as the engine runs it.
+    """
     torch.manual_seed(0)
     method = build_pretrain_model(cfg).train()
+    apply_speed_options(method, cfg.run.channels_last, False)  # in place
+    dtype = amp_dtype(cfg.run.amp, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     b, s = cfg.data.batch_size, cfg.data.image_size
     views = [torch.randn(b, 3, s, s) for _ in range(cfg.data.aug.n_views)]
     times = []
     for i in range(warmup + steps):
         t0 = time.process_time()
-        out = method.training_step(views, i / (warmup + steps))
+        with autocast(torch.device("cpu"), dtype):
+            out = method.training_step(views, i / (warmup + steps))
         out.loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -62,7 +70,8 @@ def measure_costs(
         cfg = make_cfg(v)
         d = config_to_dict(cfg)
         key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
-                           "s": cfg.data.image_size, "threads": torch.get_num_threads()})  # fmt: skip
+                           "s": cfg.data.image_size, "threads": torch.get_num_threads(),
+                           "amp": cfg.run.amp, "cl": cfg.run.channels_last})  # fmt: skip
         if key not in known:
             known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "folder", "imagefolder", "csv"),
     "data.aug.preset": ("simclr", "art", "none"),
+    "data.aug.crop_overlap": ("any", "split"),
+    "data.aug.jitter_views": ("all", "first"),
     "optim.name": ("adamw", "sgd", "lars"),
     "run.device": ("auto", "cpu", "cuda", "mps"),
     "run.amp": ("auto", "off", "bf16", "fp16"),

@@ -29,6 +29,8 @@ class AugCfg:
     grayscale_prob: float = 0.2  # ignored by preset=art
     blur_prob: float = 0.0  # Gaussian blur destroys brush texture; off by default
     n_views: int = 2  # augmented views per image (contrastive pretraining needs >= 2)
+    crop_overlap: str = "any"  # any | split: views crop disjoint halves of the canvas (shared style, not content)
+    jitter_views: str = "all"  # all | first: colour jitter + grayscale on every view or on the first view only
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class RunCfg:
     output_dir: str = "runs/default"  # run folder: config.yaml, checkpoints/, logs, metrics
     seed: int = 0  # seeds Python, NumPy and torch
     device: str = "auto"  # auto | cpu | cuda | mps
-    amp: str = "auto"  # auto | off | bf16 | fp16 (auto = bf16 on CUDA, off elsewhere)
+    amp: str = "auto"  # auto | off | bf16 | fp16 (auto = bf16 on CUDA, off elsewhere; bf16 also on CPUs with AMX)
     deterministic: bool = False  # ask torch for deterministic kernels (slower)
     resume: bool = False  # continue from <output_dir>/checkpoints/last.pt
     overwrite: bool = False  # allow writing into a non-empty output_dir without resume

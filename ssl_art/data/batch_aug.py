@@ -30,7 +30,7 @@ from ssl_art.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS
 N_UNIFORMS = 40  # uniforms drawn per view; layout below
 _AREA, _RATIO = slice(0, 10), slice(10, 20)  # 10 crop attempts, as v2
 _TOP, _LEFT, _FLIP, _JITTER, _ORDER, _FACTORS = 20, 21, 22, 23, slice(24, 28), slice(28, 32)
-_GRAY, _BLUR, _SIGMA = 32, 33, 34
+_GRAY, _BLUR, _SIGMA, _SPLIT = 32, 33, 34, 35
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect-ratio range
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
@@ -88,6 +88,27 @@ def crop_params(
         dim=1,
     )
     return out.to(torch.int64)
+
+
+def split_regions(height: Tensor, width: Tensor, u_split: Tensor, n_views: int) -> Tensor:
+    """``(V*B, 4)`` int64 ``(top, left, h, w)`` half-canvas regions for ``crop_overlap='split'``, view-major rows.
+
+    Each canvas is cut in two along its longer side (the halves never overlap; an odd middle line is left out);
+    view ``k`` of sample ``i`` gets half ``(k + flip_i) % 2``, ``flip_i = u_split[i] < 0.5``, so two views never
+    share a pixel: they share the painting's style, not its content. As
+    :func:`~ssl_art.data.transforms.split_halves` on the per-image path.
+
+    Args:
+        height, width: ``(V*B,)`` upright image sizes (view-major, as in :meth:`BatchAugment.__call__`).
+        u_split: ``(B,)`` uniforms (view 0's ``_SPLIT``).
+    """
+    b = u_split.shape[0]
+    half = (torch.arange(n_views).repeat_interleave(b) + (u_split < 0.5).to(torch.int64).repeat(n_views)) % 2
+    wide = width >= height
+    hh, hw = torch.where(wide, height, height // 2), torch.where(wide, width // 2, width)
+    top = torch.where(wide, torch.zeros_like(height), half * (height - hh))
+    left = torch.where(wide, half * (width - hw), torch.zeros_like(width))
+    return torch.stack([top, left, hh, hw], dim=1).to(torch.int64)
 
 
 def center_params(height: Tensor, width: Tensor) -> Tensor:
@@ -252,15 +273,23 @@ class BatchAugment:
         height = torch.where(transposed.cpu(), hw_c[:, 1], hw_c[:, 0]).repeat(v)  # upright sizes
         width = torch.where(transposed.cpu(), hw_c[:, 0], hw_c[:, 1]).repeat(v)
         a = self.aug
-        boxes = (
-            center_params(height, width) if a.preset == "none" else crop_params(uu, height, width, (a.min_scale, 1.0))
-        )
+        if a.preset == "none":
+            boxes = center_params(height, width)
+        elif a.crop_overlap == "split":  # each view crops its own half of the canvas
+            region = split_regions(height, width, u[:, 0, _SPLIT], v)
+            boxes = crop_params(uu, region[:, 2], region[:, 3], (a.min_scale, 1.0))
+            boxes[:, :2] += region[:, :2]
+        else:
+            boxes = crop_params(uu, height, width, (a.min_scale, 1.0))
         out = resized_crops(x, torch.arange(b).repeat(v), boxes, t, self.size)
         if a.preset != "none":
             out = _where_rows(uu[:, _FLIP] < a.hflip_prob, out, lambda y: y.flip(-1))
         if a.preset == "simclr":
-            out = self._jitter(out, uu)
-            out = _where_rows(uu[:, _GRAY] < a.grayscale_prob, out, lambda y: grayscale(y).expand_as(y))
+            colour = torch.ones(b * v, dtype=torch.bool)  # jitter_views='first': rows of view 0 only
+            if a.jitter_views == "first":
+                colour[b:] = False
+            out = self._jitter(out, uu, colour)
+            out = _where_rows(colour & (uu[:, _GRAY] < a.grayscale_prob), out, lambda y: grayscale(y).expand_as(y))
         if a.preset != "none" and a.blur_prob > 0:
             sel = (uu[:, _BLUR] < a.blur_prob).nonzero()[:, 0]
             if sel.numel():
@@ -273,12 +302,12 @@ class BatchAugment:
             out = (out - mean) / std
         return list(out.split(b))
 
-    def _jitter(self, x: Tensor, u: Tensor) -> Tensor:
-        """``RandomApply([ColorJitter], p)``: each sample's four ops in its own random order."""
+    def _jitter(self, x: Tensor, u: Tensor, rows: Tensor) -> Tensor:
+        """``RandomApply([ColorJitter], p)`` on the ``rows`` mask: each sample's four ops in its own random order."""
         c = self.color
         ranges = (c.brightness, c.contrast, c.saturation, c.hue)
         fns = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-        apply = u[:, _JITTER] < self.aug.color_jitter_prob
+        apply = rows & (u[:, _JITTER] < self.aug.color_jitter_prob)
         order = torch.argsort(u[:, _ORDER], dim=1)  # a uniform random permutation per sample (like randperm(4))
         uf = u[:, _FACTORS]
         for stage in range(4):

@@ -13,6 +13,7 @@ so an image handed over directly (not via ``load_image``) still cannot turn "sho
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -116,26 +117,53 @@ def build_view_transform(aug: AugCfg, image_size: int) -> Transform:
     return v2.Compose(ops + _to_normalised_tensor())
 
 
+def split_halves(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """The two non-overlapping halves of ``image`` cut across its longer side (an odd middle line is left out),
+    in random order (``torch.rand``: seeded per sample like every other draw); see ``data.aug.crop_overlap``."""
+    w, h = image.size
+    if w >= h:
+        a, b = image.crop((0, 0, w // 2, h)), image.crop((w - w // 2, 0, w, h))
+    else:
+        a, b = image.crop((0, 0, w, h // 2)), image.crop((0, h - h // 2, w, h))
+    return (a, b) if float(torch.rand(())) >= 0.5 else (b, a)
+
+
 class MultiView:
-    """Apply ``transform`` ``n_views`` times independently: PIL image -> list of ``n_views`` tensors ``(3, S, S)``.
+    """``n_views`` independent random views of a PIL image -> list of tensors ``(3, S, S)``.
 
     Args:
-        transform: a single-view transform (e.g. from :func:`build_view_transform`).
+        transform: the single-view transform of view 0 (e.g. from :func:`build_view_transform`).
         n_views: number of views (at least 1).
+        others: the transform of views 1.. (default ``transform``); ``data.aug.jitter_views=first`` gives one
+            without colour jitter.
+        split: crop view ``k`` from half ``k % 2`` of the canvas (:func:`split_halves`): ``data.aug.crop_overlap``.
     """
 
-    def __init__(self, transform: Transform, n_views: int = 2) -> None:
+    def __init__(
+        self, transform: Transform, n_views: int = 2, others: Transform | None = None, split: bool = False
+    ) -> None:
         if n_views < 1:
             raise ValueError(f"n_views must be at least 1, got {n_views}")
-        self.transform, self.n_views = transform, n_views
+        self.transform, self.n_views, self.split = transform, n_views, split
+        self.others = others if others is not None else transform
 
     def __call__(self, image: Image.Image) -> list[Tensor]:
-        return [self.transform(image) for _ in range(self.n_views)]
+        halves = split_halves(image) if self.split else (image, image)
+        return [(self.transform if k == 0 else self.others)(halves[k % 2]) for k in range(self.n_views)]
 
     def __repr__(self) -> str:
-        return f"MultiView(n_views={self.n_views}, transform={self.transform!r})"
+        extra = f", others={self.others!r}" if self.others is not self.transform else ""
+        return f"MultiView(n_views={self.n_views}, split={self.split}, transform={self.transform!r}{extra})"
 
 
 def build_pretrain_transform(aug: AugCfg, image_size: int) -> MultiView:
-    """``aug.n_views`` random views per image: the transform pretraining datasets use."""
-    return MultiView(build_view_transform(aug, image_size), aug.n_views)
+    """``aug.n_views`` random views per image: the transform pretraining datasets use.
+
+    ``aug.jitter_views='first'``: colour jitter and grayscale on view 0 only; ``aug.crop_overlap='split'``: every
+    view crops its own half of the canvas (two views share no pixel).
+    """
+    first = build_view_transform(aug, image_size)
+    others = None
+    if aug.jitter_views == "first" and aug.preset == "simclr":
+        others = build_view_transform(dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0), image_size)
+    return MultiView(first, aug.n_views, others, split=aug.crop_overlap == "split" and aug.preset != "none")

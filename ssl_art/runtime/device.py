@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["amp_dtype", "autocast", "resolve_device", "synchronize"]
+__all__ = ["amp_dtype", "autocast", "cpu_has_bf16", "resolve_device", "synchronize"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,18 +35,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` = bf16 on CUDA, off elsewhere; fp16/bf16 on CPU are refused (slow, unsupported).
+    """Autocast dtype: ``auto`` = bf16 on CUDA, off elsewhere; ``bf16`` also on a CPU with native bf16 (AMX etc.).
+
+    On such a CPU (recent Xeons) bf16 autocast with ``run.channels_last=true`` runs a resnet18 step about 1.7x faster
+    than fp32 (docs/benchmarks.md); ``auto`` stays fp32 on CPU so nobody's numerics change unasked. fp16 on CPU is
+    refused (slow, no GradScaler there).
 
     Raises:
-        ValueError: ``bf16``/``fp16`` asked for on a device other than CUDA.
+        ValueError: ``fp16`` on a device other than CUDA, or ``bf16`` on one without bf16 support.
     """
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
+    if device.type == "cpu" and amp == "bf16":
+        if not cpu_has_bf16():
+            raise ValueError("run.amp=bf16 on this CPU has no native bf16 (AVX512-BF16/AMX); use run.amp=off or auto")
+        return torch.bfloat16
     if device.type != "cuda":
         raise ValueError(f"run.amp={amp} needs CUDA; on {device.type} use run.amp=off or auto")
     if amp in ("auto", "bf16"):
         return torch.bfloat16
     return torch.float16
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (without it bf16 is emulated and slower than fp32)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
