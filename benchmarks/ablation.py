@@ -276,6 +276,16 @@ def evaluate(checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMo
     return rec
 
 
+def legend(records: list[dict[str, Any]], variants: dict[str, Variant], a: argparse.Namespace) -> str:
+    """What each row of the table is: its config file and overrides (after the shared settings and ``--set``)."""
+    shown = dict.fromkeys(r["variant"] for r in records if r["variant"] in variants)
+    lines = ["", "", f"Rows (shared settings: {' '.join(a.set) or 'none beyond the defaults'}):", ""]
+    for n in shown:
+        v = variants[n]
+        lines.append(f"- `{n}`: {v.note}; `configs/pretrain/{v.base}` {' '.join(f'`{o}`' for o in v.overrides)}")
+    return "\n".join(lines) if shown else ""
+
+
 def plan_runs(a: argparse.Namespace, variants: dict[str, Variant]) -> list[tuple[str, Variant, int]]:
     names = a.variants.split(",") if a.variants else [n for n, v in variants.items() if v.default]
     unknown = [n for n in names if n not in variants]
@@ -386,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{a.folds}-fold CV on `{Path(a.labelled).name or 'synthetic'}` at {a.eval_size or a.image_size} px; "
         "mean +- std over seeds (each seed: mean over folds). Synthetic: kNN on style / content labels."
     )
-    table = to_markdown(records, family, costs, header)
+    table = to_markdown(records, family, costs, header) + legend(records, variants, a)
     print(table)
     (out / "table.md").write_text(table + "\n")
     if a.md:
