@@ -15,6 +15,7 @@ settings, so rerunning the same command skips what is done and continues where i
 
     python benchmarks/ablation.py --plan              # runs and estimated CPU time (measures the step cost)
     python benchmarks/ablation.py --quick             # the whole harness on tiny synthetic data, < 2 minutes
+    python benchmarks/ablation.py --report ...        # table + curves of whatever has finished, trains nothing
     python benchmarks/ablation.py --out runs/ablation16 --md docs/ablation16_table.md \
         --png docs/img/ablation16_curves.png          # the real run (hours; stop and rerun at will)
 """
@@ -337,6 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
     ap.add_argument("--plan", action="store_true", help="print the runs and an estimated CPU time, run nothing")
     ap.add_argument("--quick", action="store_true", help="tiny synthetic end-to-end proof of the harness")
+    ap.add_argument("--report", action="store_true", help="table + curves from the finished runs only, train nothing")
     a = ap.parse_args(argv)
     if a.quick:
         quick_defaults(a)
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     efp = eval_fingerprint(a)
     wanted: dict[str, str] = {}
     todo = [("random_init", None, 0)] + runs
-    t_start, skipped = time.time(), 0
+    t_start, skipped, missing = time.time(), 0, list[str]()
     try:
         for name, v, seed in todo:
             key, run_dir = f"{name}/seed{seed}", out / name / f"seed{seed}"
@@ -378,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wanted[key] = fp
             if store.done(key, fp):
                 skipped += 1
+                continue
+            if a.report:
+                missing.append(key)
                 continue
             meta = pretrain(make_config(v, a, seed, run_dir, []), out / name / f"seed{seed}.json") if v else {}
             rec = evaluate(str(run_dir) if v else "", a, run_dir / "eval", synth)
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(a.md).write_text(table + "\n")
     title = f"online kNN on {Path(a.labelled).name or 'synthetic'}: {a.backbone}, {a.image_size} px, {a.epochs} epochs"
     png = plot_curves(records, Path(a.png) if a.png else out / "curves.png", title)
+    if missing:
+        print(f"--report: {len(missing)} planned run(s) not finished yet, left out: {', '.join(missing)}")
     print(f"{len(records)}/{len(todo)} runs done ({skipped} from {out / 'results.jsonl'}) in "
           f"{time.time() - t_start:.0f} s; table {out / 'table.md'}; curves {png}")  # fmt: skip
     return {"records": records, "table": table, "png": str(png) if png else ""}

@@ -97,6 +97,18 @@ def test_killed_ablation_continues_without_redoing_finished_runs(tmp_path: Path,
         ablation.main([*out, "--set", "optim.lr=0.5"])
 
 
+def test_report_trains_nothing_and_tables_only_finished_runs(tmp_path: Path, fakes: Fakes) -> None:
+    out = ["--out", str(tmp_path / "abl"), *ARGS, "--seeds", "1"]
+    ablation.main([*out, "--variants", "simclr"])
+    fakes.pretrained.clear()
+    fakes.evaluated.clear()
+    rep = ablation.main([*out, "--variants", "simclr,full_split", "--report"])
+    assert fakes.pretrained == [] and fakes.evaluated == []
+    assert [r["key"] for r in rep["records"]] == ["random_init/seed0", "simclr/seed0"]
+    assert "full_split" not in rep["table"].split("Rows")[0]
+    assert "`simclr`: SimCLR, standard augmentation" in rep["table"]  # the legend names each row's config
+
+
 def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
     a = ablation.parse_args(["--out", str(tmp_path), *ARGS])
     cfg = ablation.make_config(ablation.VARIANTS["simclr"], a, 0, tmp_path / "simclr" / "seed0", [])
