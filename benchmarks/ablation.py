@@ -83,8 +83,10 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "simclr": Variant("simclr.yaml", ("data.aug.preset=simclr",), True, "SimCLR, standard augmentation"),
     "simclr_art_aug": Variant("simclr.yaml", ("data.aug.preset=art",), True, "SimCLR, colour-keeping art aug"),
-    "full_art_aug": Variant("art_ssl.yaml", ("data.aug.preset=art",), True, "full method, art aug (published)"),
-    "full_simclr_aug": Variant("art_ssl.yaml", ("data.aug.preset=simclr",), True, "full method, standard aug"),
+    "full_art_aug": Variant("art_ssl.yaml", ("data.aug.preset=art",), True, "full method, art aug (the old default)"),
+    "full_simclr_aug": Variant(
+        "art_ssl.yaml", ("data.aug.preset=simclr",), True, "full method, standard aug (art_ssl.yaml)"
+    ),
     # invariance variants expressible with existing keys (issue 16: "revisit the augmentation first"); by name only
     "full_mild_jitter": Variant(
         "art_ssl.yaml",
@@ -313,7 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--unlabeled", default=str(shared / "wikiart7-unlabeled"), help="pretraining pool ('' = synthetic)")
     ap.add_argument("--labelled", default=str(shared / "wikiart7-dev"), help="CV + monitor set ('' = synthetic)")
     ap.add_argument("--variants", default="", help="comma list (default: all)")
-    ap.add_argument("--removal-base", default="full_art_aug", help="the full variant the no_<part> rows start from")
+    ap.add_argument("--removal-base", default="full_simclr_aug", help="the full variant the no_<part> rows start from")
     ap.add_argument("--epochs", type=int, default=20, help="epochs of the pool per run (equal steps for all)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--eval-size", type=int, default=0, help="kNN/linear/monitor image size (0 = --image-size)")
