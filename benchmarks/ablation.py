@@ -340,6 +340,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
     ap.add_argument("--plan", action="store_true", help="print the runs and an estimated CPU time, run nothing")
     ap.add_argument("--quick", action="store_true", help="tiny synthetic end-to-end proof of the harness")
+    ap.add_argument("--baseline", default="", help="SimCLR row the differences are against (default: best kNN)")
     ap.add_argument("--report", action="store_true", help="table + curves from the finished runs only, train nothing")
     a = ap.parse_args(argv)
     if a.quick:
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{a.folds}-fold CV on `{Path(a.labelled).name or 'synthetic'}` at {a.eval_size or a.image_size} px; "
         "mean +- std over seeds (each seed: mean over folds). Synthetic: kNN on style / content labels."
     )
-    table = to_markdown(records, family, costs, header) + legend(records, variants, a)
+    table = to_markdown(records, family, costs, header, baseline=a.baseline) + legend(records, variants, a)
     print(table)
     (out / "table.md").write_text(table + "\n")
     if a.md:

@@ -118,6 +118,7 @@ def to_markdown(
     step_cost: dict[str, float],
     header: str,
     n_boot: int = 10_000,
+    baseline: str = "",
 ) -> str:
     """The results table: one row per variant (records order), differences against the best SimCLR baseline.
 
@@ -127,15 +128,17 @@ def to_markdown(
         step_cost: variant -> measured CPU seconds per optimiser step.
         header: a paragraph on the settings, printed above the table.
         n_boot: bootstrap resamples.
+        baseline: the SimCLR row to compare against; ``""`` = :func:`best_baseline` (highest mean kNN top-1).
     """
     by = _by_variant(records)
-    base_name = best_baseline(records, family)
+    base_name = baseline if baseline in by else best_baseline(records, family)
+    how = "chosen with --baseline" if baseline in by else "highest mean kNN top-1"
     base = by.get(base_name, []) if base_name else []
     simclr_cost = step_cost.get("simclr")
     lines = [
         header,
         "",
-        f"Best SimCLR baseline (highest mean kNN top-1): **{base_name or '-'}**. Differences are paired "
+        f"Best SimCLR baseline ({how}): **{base_name or '-'}**. Differences are paired "
         "(same seed, same folds) with a two-stage bootstrap 95% interval over seeds, then folds (seeds x folds "
         "pairs in brackets); * = interval excludes 0.",
         "",

@@ -107,6 +107,8 @@ def test_report_trains_nothing_and_tables_only_finished_runs(tmp_path: Path, fak
     assert [r["key"] for r in rep["records"]] == ["random_init/seed0", "simclr/seed0"]
     assert "full_split" not in rep["table"].split("Rows")[0]
     assert "`simclr`: SimCLR, standard augmentation" in rep["table"]  # the legend names each row's config
+    pinned = ablation.main([*out, "--variants", "simclr", "--report", "--baseline", "simclr"])
+    assert "(chosen with --baseline): **simclr**" in pinned["table"]
 
 
 def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
