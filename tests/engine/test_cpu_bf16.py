@@ -1,4 +1,4 @@
-"""``run.amp=bf16`` on CPU: allowed where oneDNN runs bf16 natively, refused with the fix otherwise; fp16 stays CUDA-only."""
+"""`run.amp=bf16` on CPU: allowed with native bf16, refused with the fix otherwise; fp16 stays CUDA-only."""
 
 from __future__ import annotations
 
