@@ -104,6 +104,7 @@ VARIANTS: dict[str, Variant] = {
             ("full_split", "art_ssl.yaml", "standard aug, split crops", ("preset=simclr", "crop_overlap=split")),
             ("full_art_split", "art_ssl.yaml", "art aug, split crops", ("preset=art", "crop_overlap=split")),
             ("full_jitter_first", "art_ssl.yaml", "jitter on one view only", ("preset=simclr", "jitter_views=first")),
+            ("simclr_jitter_first", "simclr.yaml", "SimCLR, jitter 1 view", ("preset=simclr", "jitter_views=first")),
         )
     },  # fmt: skip
 }
