@@ -37,11 +37,7 @@ from ssl_art.eval.crossval import stratified_folds  # noqa: E402
 from ssl_art.eval.knn import knn_accuracy  # noqa: E402
 from ssl_art.methods.load import load_method  # noqa: E402
 from ssl_art.methods.registry import build_pretrain_model  # noqa: E402
-
-
-def channel_stats(f: Tensor) -> Tensor:
-    """``(B, C, H, W)`` -> ``(B, 2C)`` per-channel mean and std over the spatial positions."""
-    return torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
+from ssl_art.models.stats import channel_stats  # noqa: E402
 
 
 def channel_gram(f: Tensor) -> Tensor:
@@ -68,8 +64,7 @@ def embeddings(method: Any, loader: Any) -> tuple[dict[str, Tensor], np.ndarray]
                 out.setdefault(f"gram{i}", []).append(channel_gram(f.float()))
         ys.append(torch.as_tensor(batch.targets))
     feats_n = {k: normalize(torch.cat(v), dim=1) for k, v in out.items()}
-    n_stages = sum(1 for k in feats_n if k.startswith("ms"))
-    feats_n["ms_all"] = normalize(torch.cat([feats_n[f"ms{i}"] for i in range(n_stages)], dim=1), dim=1)
+    feats_n["ms_all"] = feats_n.pop("stats")  # the embed() 'stats' kind: ms0..ms3, each normalised, concatenated
     feats_n["pooled+ms_all"] = torch.cat([feats_n["pooled"], feats_n["ms_all"]], dim=1)
     return feats_n, torch.cat(ys).numpy()
 

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssl_art.config.choices import EMBEDDINGS
+
 
 def _cmd_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
@@ -39,5 +41,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("run", help="pretraining run folder or checkpoint (.pt)")
     p.add_argument("--format", default="timm", choices=("timm", "safetensors", "onnx"))
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--embedding", default="auto", choices=("auto", "pooled", "fused", "gram"), help="onnx only")
+    p.add_argument("--embedding", default="auto", choices=EMBEDDINGS, help="onnx only")
     p.set_defaults(func=_cmd_export)

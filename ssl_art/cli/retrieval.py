@@ -19,6 +19,7 @@ from typing import Any
 
 from ssl_art.cli.errors import UsageError
 from ssl_art.config import ConfigError, RetrievalCfg, config_from_dict, load_yaml
+from ssl_art.config.choices import EMBEDDINGS
 from ssl_art.config.presets import resolve_config
 
 
@@ -270,7 +271,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--format", default="auto", choices=("auto", "folder", "imagefolder", "csv"))
     p.add_argument("--label-column", default="label")
     p.add_argument("--root", default="", help="base folder for relative CSV paths")
-    p.add_argument("--embedding", choices=("auto", "pooled", "fused", "gram"), help="which embedding to export")
+    p.add_argument("--embedding", choices=EMBEDDINGS, help="which embedding to export")
     p.add_argument("--dtype", choices=("float16", "float32"))
     p.add_argument("--image-size", dest="image_size", type=positive_int, help="input side (default 224)")
     p.add_argument("--batch-size", dest="batch_size", type=positive_int)

@@ -6,6 +6,9 @@ without importing each other.
 
 from __future__ import annotations
 
+# what an embedding may be chosen as (methods' embed() keys; "auto" = the method's default_embedding)
+EMBEDDINGS: tuple[str, ...] = ("auto", "pooled", "fused", "gram", "stats")
+
 # dotted key -> valid values of string options with fixed choices. Rooms above the config add their own with
 # register_choices: ``method`` comes from ssl_art.methods.registry, ``ft.*`` from ssl_art.finetune.
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -18,7 +21,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "run.amp": ("auto", "off", "bf16", "fp16"),
     "dist.backend": ("auto", "nccl", "gloo"),
     "dist.sync_bn": ("auto", "on", "off"),
-    "eval.embedding": ("auto", "pooled", "fused", "gram"),
+    "eval.embedding": EMBEDDINGS,
     "model.fusion.pool": ("avg", "gem"),
     "loss.teacher_views": ("alternate", "all"),
     "run.budget_clock": ("wall", "process"),

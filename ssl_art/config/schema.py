@@ -183,7 +183,7 @@ class EvalCfg:
     linear_batch_size: int = 256  # linear-probe minibatch (adamw)
     linear_optimizer: str = "adamw"  # adamw (minibatch, lr x wd grid) | lbfgs (full batch)
     compare_random: bool = True  # also evaluate a randomly initialised backbone
-    embedding: str = "auto"  # auto | pooled | fused | gram
+    embedding: str = "auto"  # auto | pooled | fused | gram | stats
     image_size: int = 0  # 0 = the checkpoint's data.image_size (no checkpoint: data.image_size)
 
 
@@ -206,7 +206,7 @@ class MonitorCfg:
     t: float = 0.07  # vote temperature, as eval.knn_t
     image_size: int = 0  # 0 = data.image_size
     max_images: int = 1000  # seeded random subset of path (and of eval_path) to keep a check cheap; 0 = all
-    embedding: str = "auto"  # auto | pooled | fused | gram, as eval.embedding
+    embedding: str = "auto"  # auto | pooled | fused | gram | stats, as eval.embedding
     batch_size: int = 128  # images embedded at once
     at_start: bool = True  # also measure before the first step (epoch 0: the initialisation's kNN)
 

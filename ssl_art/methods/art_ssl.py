@@ -37,6 +37,7 @@ from ssl_art.models.build import build_backbone
 from ssl_art.models.fusion import MultiScaleFusion
 from ssl_art.models.gram import GramHead
 from ssl_art.models.heads import Predictor, SimCLRProjectionHead
+from ssl_art.models.stats import style_stats
 from ssl_art.models.teacher import EMATeacher
 from ssl_art.runtime.schedules import cosine_momentum
 
@@ -178,7 +179,7 @@ class ArtSSL(PretrainMethod):
         content_dim = fusion_dim if fusion else backbone.embed_dim
         self.projection = SimCLRProjectionHead(content_dim, proj_hidden_dim, proj_out_dim)
         self.default_embedding = "fused" if fusion else "pooled"
-        self.embedding_kinds = ("pooled",) + (("fused",) if fusion else ()) + (("gram",) if gram else ())
+        self.embedding_kinds = ("pooled", "stats") + (("fused",) if fusion else ()) + (("gram",) if gram else ())
         self.gram_head = (
             GramHead([backbone.channels[i] for i in gram_layers], gram_rank, gram_out_dim) if gram else None
         )
@@ -270,9 +271,10 @@ class ArtSSL(PretrainMethod):
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> dict[str, Tensor]:
-        """``(B, 3, H, W)`` -> ``pooled`` ``(B, D)``, plus ``fused`` ``(B, fusion_dim)`` and ``gram`` when enabled."""
+        """``(B, 3, H, W)`` -> ``pooled`` ``(B, D)`` and ``stats`` (:func:`style_stats`), plus ``fused``
+        ``(B, fusion_dim)`` and ``gram`` when enabled."""
         feats = self.backbone.features(x)
-        out = {"pooled": feats.pooled}
+        out = {"pooled": feats.pooled, "stats": style_stats(feats.intermediates)}
         if self.fusion is not None:
             out["fused"] = self.fusion(feats.intermediates)
         if self.gram_head is not None:

@@ -51,8 +51,9 @@ class PretrainMethod(nn.Module):
     def embed(self, x: Tensor) -> dict[str, Tensor]:
         """Frozen-feature embeddings of ``(B, 3, H, W)`` images for evaluation and retrieval.
 
-        Returns a dict of ``(B, D_k)`` tensors; always has ``"pooled"`` (the backbone's), plus ``"fused"`` and/or
-        ``"gram"`` where the method has them. :attr:`default_embedding` names the one used when the user does not
-        choose (``eval.embedding=auto``).
+        Returns a dict of ``(B, D_k)`` tensors; always has ``"pooled"`` (the backbone's); the built-in methods also
+        give ``"stats"`` (the parameter-free per-stage channel statistics, :func:`ssl_art.models.stats.style_stats`),
+        and ``"fused"`` and/or ``"gram"`` where the method has them. :attr:`default_embedding` names the one used
+        when the user does not choose (``eval.embedding=auto``).
         """
         raise NotImplementedError

@@ -18,6 +18,7 @@ from ssl_art.losses.collapse import embedding_std
 from ssl_art.methods.base import PretrainMethod, StepOutput
 from ssl_art.models.backbone import Backbone
 from ssl_art.models.build import build_backbone
+from ssl_art.models.stats import style_stats
 
 __all__ = ["SimCLR", "from_config"]
 
@@ -34,7 +35,7 @@ class SimCLR(PretrainMethod):
     """
 
     default_embedding = "pooled"
-    embedding_kinds = ("pooled",)
+    embedding_kinds = ("pooled", "stats")
 
     def __init__(
         self,
@@ -62,7 +63,9 @@ class SimCLR(PretrainMethod):
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> dict[str, Tensor]:
-        return {"pooled": self.backbone(x)}
+        """``(B, 3, H, W)`` -> ``pooled`` ``(B, D)`` and the parameter-free ``stats`` (:func:`style_stats`)."""
+        feats = self.backbone.features(x)
+        return {"pooled": feats.pooled, "stats": style_stats(feats.intermediates)}
 
 
 def from_config(cfg: PretrainConfig) -> SimCLR:

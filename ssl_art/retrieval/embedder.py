@@ -20,7 +20,10 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-KINDS = ("auto", "pooled", "fused", "gram")
+from ssl_art.config.choices import EMBEDDINGS
+from ssl_art.models.stats import style_stats
+
+KINDS = EMBEDDINGS
 
 
 class Embedder(Protocol):
@@ -52,13 +55,14 @@ class BackboneEmbedder(nn.Module):
 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.backbone = Backbone(name, pretrained=False, n_intermediates=1, img_size=image_size)
+            self.backbone = Backbone(name, pretrained=False, img_size=image_size)
         self.eval()
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> dict[str, Tensor]:
-        """``(B, 3, H, W)`` -> ``{"pooled": (B, D)}``."""
-        return {"pooled": self.backbone(x)}
+        """``(B, 3, H, W)`` -> ``{"pooled": (B, D), "stats": (B, 2 sum C_i)}`` (:func:`style_stats`)."""
+        feats = self.backbone.features(x)
+        return {"pooled": feats.pooled, "stats": style_stats(feats.intermediates)}
 
 
 def load_embedder(checkpoint: str = "", backbone: str = "resnet18", seed: int = 0, image_size: int = 224) -> Any:

@@ -108,7 +108,7 @@ def art_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["pooled", "fused", "gram"])
+@pytest.mark.parametrize("kind", ["pooled", "fused", "gram", "stats"])
 def test_onnx_embedder_matches_pytorch(art_run: Path, tmp_path: Path, kind: str) -> None:
     out = tmp_path / kind
     assert main(["export", str(art_run), "--format", "onnx", "--embedding", kind, "--out", str(out)]) == 0
