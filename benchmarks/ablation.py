@@ -73,6 +73,8 @@ class Variant:
     core: bool = False
     note: str = ""
     default: bool = True  # in the default run list (False: run it by name with --variants)
+    embedding: str = "auto"  # eval.embedding of this row's kNN, linear probe and synthetic signal
+    reuse: str = ""  # evaluate this row's runs instead of training its own ('random_init': the untrained net)
 
     @property
     def family(self) -> str:
@@ -108,6 +110,16 @@ VARIANTS: dict[str, Variant] = {
         )
     },  # fmt: skip
 }
+# Embedding-only rows: the same checkpoints (trained once, by the row named in ``reuse``) scored with the
+# parameter-free per-stage statistics (``stats``) instead of the method's default embedding.
+VARIANTS |= {
+    f"{src}_stats": dataclasses.replace(
+        VARIANTS[src], core=False, default=False, note=f"{src}'s checkpoints, stats embedding", embedding="stats",
+        reuse=src,
+    )
+    for src in ("simclr", "full_simclr_aug", "full_jitter_first")
+} | {"random_stats": Variant("simclr.yaml", note="random init, stats embedding", default=False, embedding="stats",
+                             reuse="random_init")}  # fmt: skip
 # The full method minus one part, on top of --removal-base.
 REMOVALS: dict[str, tuple[str, ...]] = {
     "fusion": ("model.fusion.enabled=false",),
@@ -222,7 +234,16 @@ def eval_fingerprint(a: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(a, k) for k in keys}
 
 
-def evaluate(checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMonitor | None) -> dict[str, Any]:
+def synthetic_monitor(a: argparse.Namespace, embedding: str) -> KnnMonitor:
+    """The label-free signal: kNN of the synthetic collection's style and content labels under ``embedding``."""
+    mcfg = MonitorCfg(every_epochs=1, label_columns=("label", "content"), folds=a.folds, max_images=0,
+                      image_size=a.eval_size or a.image_size, embedding=embedding)  # fmt: skip
+    return KnnMonitor.from_config(mcfg, DataCfg(synthetic_size=a.synthetic_size, synthetic_image_size=64), 0)
+
+
+def evaluate(
+    checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMonitor | None, embedding: str = "auto"
+) -> dict[str, Any]:
     """kNN + linear CV on the labelled set (fixed folds, seed 0) and the synthetic style/content kNN signal."""
     size = a.eval_size or a.image_size
     lin = config_from_dict(
@@ -232,7 +253,7 @@ def evaluate(checkpoint: str, a: argparse.Namespace, out_dir: Path, synth: KnnMo
                      "synthetic_image_size": a.image_size, "image_size": size},
             "model": {"backbone": a.backbone},
             "eval": {"checkpoint": checkpoint, "image_size": size, "train_path": a.labelled, "folds": a.folds,
-                     "compare_random": False, "linear_epochs": a.linear_epochs},
+                     "compare_random": False, "linear_epochs": a.linear_epochs, "embedding": embedding},
             "run": {"output_dir": str(out_dir), "overwrite": True, "progress": False, "seed": 0},
         },
     )  # fmt: skip
@@ -259,6 +280,9 @@ def legend(records: list[dict[str, Any]], variants: dict[str, Variant], a: argpa
     lines = ["", "", f"Rows (shared settings: {' '.join(a.set) or 'none beyond the defaults'}):", ""]
     for n in shown:
         v = variants[n]
+        if v.reuse:
+            lines.append(f"- `{n}`: {v.note}; `eval.embedding={v.embedding}` on the `{v.reuse}` runs (no training)")
+            continue
         lines.append(f"- `{n}`: {v.note}; `configs/pretrain/{v.base}` {' '.join(f'`{o}`' for o in v.overrides)}")
     return "\n".join(lines) if shown else ""
 
@@ -336,24 +360,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = build_variants(a.removal_base)
     runs = plan_runs(a, variants)
     out = Path(a.out)
-    costs = measure_costs(runs, a, out / "step_cost.json", lambda v: make_config(v, a, 0, Path("unused"), []))
+    trained = [r for r in runs if r[1].reuse != "random_init"]
+    costs = measure_costs(trained, a, out / "step_cost.json", lambda v: make_config(v, a, 0, Path("unused"), []))
     if a.plan:
         return {"cpu_hours": print_plan(runs, costs, a), "runs": len(runs)}
     store = ResultsStore(out / "results.jsonl")
-    synth = None
-    if a.synthetic:
-        mcfg = MonitorCfg(every_epochs=1, label_columns=("label", "content"), folds=a.folds, max_images=0,
-                          image_size=a.eval_size or a.image_size)  # fmt: skip
-        synth = KnnMonitor.from_config(mcfg, DataCfg(synthetic_size=a.synthetic_size, synthetic_image_size=64), 0)
+    synth: dict[str, KnnMonitor] = {}
     efp = eval_fingerprint(a)
     wanted: dict[str, str] = {}
     todo = [("random_init", None, 0)] + runs
     t_start, skipped, missing = time.time(), 0, list[str]()
     try:
         for name, v, seed in todo:
-            key, run_dir = f"{name}/seed{seed}", out / name / f"seed{seed}"
+            emb = v.embedding if v else "auto"
+            if v and v.reuse == "random_init":
+                v, seed = None, 0
+            src = v.reuse if v and v.reuse else name
+            key, run_dir = f"{name}/seed{seed}", out / src / f"seed{seed}"
             pfp = pretrain_fingerprint(make_config(v, a, seed, run_dir, [])) if v else fingerprint(a.backbone)
-            fp = fingerprint([pfp, efp])
+            fp = fingerprint([pfp, efp] if emb == "auto" else [pfp, efp, emb])  # auto: the fingerprints of old rows
             wanted[key] = fp
             if store.done(key, fp):
                 skipped += 1
@@ -361,8 +386,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if a.report:
                 missing.append(key)
                 continue
-            meta = pretrain(make_config(v, a, seed, run_dir, []), out / name / f"seed{seed}.json") if v else {}
-            rec = evaluate(str(run_dir) if v else "", a, run_dir / "eval", synth)
+            meta = pretrain(make_config(v, a, seed, run_dir, []), out / src / f"seed{seed}.json") if v else {}
+            if a.synthetic and emb not in synth:
+                synth[emb] = synthetic_monitor(a, emb)
+            eval_dir = run_dir / ("eval" if emb == "auto" else f"eval_{emb}")
+            rec = evaluate(str(run_dir) if v else "", a, eval_dir, synth.get(emb), emb)
             curve = curve_of(run_dir / "metrics.jsonl") if v else []
             store.add({"key": key, "fingerprint": fp, "variant": name, "seed": seed, "steps": meta.get("steps", 0),
                        "epochs": meta.get("epochs", 0), "pretrain_cpu_s": meta.get("cpu_s", 0.0),
@@ -371,7 +399,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except Stopped as e:
         print(f"stopped: {e}; rerun the same command to continue", file=sys.stderr)
     records = store.for_fingerprints(wanted)
-    family = {n: v.family for n, v in variants.items()} | {"random_init": "reference"}
+    family = {n: "reference" if v.reuse == "random_init" else v.family for n, v in variants.items()}
+    family["random_init"] = "reference"
     header = (
         f"Ablation: {a.backbone}, {a.image_size} px, batch {a.batch_size}, {a.epochs} epochs of "
         f"`{Path(a.unlabeled).name or 'synthetic'}` per run (equal optimiser steps); kNN (k=20) + linear probe, "

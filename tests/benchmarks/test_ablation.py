@@ -26,6 +26,7 @@ class Fakes:
     def __init__(self, stop_at: str = "") -> None:
         self.pretrained: list[tuple[str, bool]] = []
         self.evaluated: list[str] = []
+        self.embeddings: list[str] = []
         self.stop_at = stop_at
 
     def run_pretrain(self, cfg: Any) -> FitResult:
@@ -41,10 +42,11 @@ class Fakes:
             self.stop_at = ""  # the next session finishes
         return FitResult(steps=4, epochs=2.0, stopped=stopped, seconds=0.1, images_per_s=1.0, nonfinite_skipped=0)
 
-    def evaluate(self, checkpoint: str, a: Any, out_dir: Path, synth: Any) -> dict[str, Any]:
+    def evaluate(self, checkpoint: str, a: Any, out_dir: Path, synth: Any, embedding: str = "auto") -> dict[str, Any]:
         self.evaluated.append(checkpoint)
+        self.embeddings.append(embedding)
         seed = int(Path(checkpoint).name[-1]) if checkpoint else 0
-        folds = [0.3 + 0.01 * seed + 0.001 * i for i in range(5)]
+        folds = [0.3 + 0.01 * seed + 0.001 * i + (0.05 if embedding == "stats" else 0.0) for i in range(5)]
         return {
             "knn_top1": float(np.mean(folds)),
             "linear_top1": float(np.mean(folds)) + 0.05,
@@ -188,3 +190,22 @@ def test_table_numbers_are_the_records_statistics() -> None:
     assert "+10.0 [+10.0, +10.0] (2x2) *" in row  # every paired difference is exactly +0.10
     art = next(line for line in table.splitlines() if line.startswith("| simclr_art_aug |"))
     assert "-10.0 [-10.0, -10.0] (1x2) *" in art
+
+
+def test_embedding_rows_score_the_source_checkpoints_and_train_nothing(tmp_path: Path, fakes: Fakes) -> None:
+    out = ["--out", str(tmp_path / "abl"), *ARGS, "--seeds", "2", "--core", "simclr"]
+    ablation.main([*out, "--variants", "simclr"])
+    fakes.pretrained.clear(), fakes.evaluated.clear(), fakes.embeddings.clear()
+    res = ablation.main([*out, "--variants", "simclr,simclr_stats,random_stats", "--removal-seeds", "2"])
+    assert fakes.pretrained == []  # simclr's runs are finished; the stats rows reuse them
+    runs = [Path(c).parent.name + "/" + Path(c).name if c else "random" for c in fakes.evaluated]
+    assert runs == ["simclr/seed0", "simclr/seed1", "random"] and fakes.embeddings == ["stats"] * 3
+    keys = [r["key"] for r in res["records"]]
+    assert keys == ["random_init/seed0", "simclr/seed0", "simclr/seed1", "simclr_stats/seed0", "simclr_stats/seed1",
+                    "random_stats/seed0"]  # fmt: skip
+    table = res["table"]
+    # the best SimCLR baseline may be an embedding row (it scores +5 here), never the random-init one
+    assert "Best SimCLR baseline (highest mean kNN top-1): **simclr_stats**" in table
+    assert "`random_stats`: random init, stats embedding; `eval.embedding=stats` on the `random_init` runs" in table
+    again = ablation.main([*out, "--variants", "simclr,simclr_stats,random_stats", "--removal-seeds", "2"])
+    assert len(again["records"]) == 6 and fakes.pretrained == []
