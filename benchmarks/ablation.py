@@ -1,4 +1,4 @@
-"""Does the art method earn its place? The evidence run: equal compute, several seeds, resumable, table + curves.
+r"""Does the art method earn its place? The evidence run: equal compute, several seeds, resumable, table + curves.
 
 Every variant pretrains for the same number of optimiser steps at the same batch size (``--epochs`` epochs of the
 unlabeled pool): *equal compute* here means equal steps x batch, i.e. every variant sees the same images the same

@@ -1,4 +1,4 @@
-"""The fine-tuning benchmark of ``docs/benchmarks_finetune.md``: linear / last-2 / full / cheap-only / gated rows.
+r"""The fine-tuning benchmark of ``docs/benchmarks_finetune.md``: linear / last-2 / full / cheap-only / gated rows.
 
 Every row is a real ``main_finetune.py`` run on one shared split (the first run makes it, the others reuse it with
 ``split.file``), started from the same pretraining checkpoint:
