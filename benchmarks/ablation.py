@@ -117,7 +117,7 @@ VARIANTS |= {
         VARIANTS[src], core=False, default=False, note=f"{src}'s checkpoints, stats embedding", embedding="stats",
         reuse=src,
     )
-    for src in ("simclr", "full_simclr_aug", "full_jitter_first")
+    for src in ("simclr", "full_simclr_aug", "full_jitter_first", "simclr_jitter_first")
 } | {"random_stats": Variant("simclr.yaml", note="random init, stats embedding", default=False, embedding="stats",
                              reuse="random_init")}  # fmt: skip
 # The full method minus one part, on top of --removal-base.
