@@ -34,6 +34,7 @@ class SimCLR(PretrainMethod):
         gather_distributed: gather negatives across ranks (lightly ``GatherLayer``).
     """
 
+    backbone: Backbone
     default_embedding = "pooled"
     embedding_kinds = ("pooled", "stats")
 

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import ablation, ablation_plan
 from benchmarks.ablation_report import ResultsStore, best_baseline, curve_of, to_markdown
+from benchmarks.ablation_variants import VARIANTS
 from ssl_art import checkpoint as ckpt_io
 from ssl_art.engine.loop import FitResult
 
@@ -115,7 +116,7 @@ def test_report_trains_nothing_and_tables_only_finished_runs(tmp_path: Path, fak
 
 def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
     a = ablation.parse_args(["--out", str(tmp_path), *ARGS])
-    cfg = ablation.make_config(ablation.VARIANTS["simclr"], a, 0, tmp_path / "simclr" / "seed0", [])
+    cfg = ablation.make_config(VARIANTS["simclr"], a, 0, tmp_path / "simclr" / "seed0", [])
     meta = ablation.pretrain(cfg, tmp_path / "simclr" / "seed0.json")
     assert meta["done"] and meta["sessions"] == 1 and meta["steps"] == 4
     again = ablation.pretrain(cfg, tmp_path / "simclr" / "seed0.json")

@@ -1,0 +1,88 @@
+"""The evidence run's rows: each is a config file in ``configs/pretrain`` plus dotted overrides (one entry each).
+
+Every change to the method gets its own row here; ``benchmarks/ablation.py`` trains, evaluates and tables them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One ablation row: a config file in ``configs/pretrain`` plus dotted overrides.
+
+    ``core`` rows (the SimCLR baselines and the full method) get ``--seeds`` seeds, the others ``--removal-seeds``.
+    """
+
+    base: str
+    overrides: tuple[str, ...] = ()
+    core: bool = False
+    note: str = ""
+    default: bool = True  # in the default run list (False: run it by name with --variants)
+    embedding: str = "auto"  # eval.embedding of this row's kNN, linear probe and synthetic signal
+    reuse: str = ""  # evaluate this row's runs instead of training its own ('random_init': the untrained net)
+
+    @property
+    def family(self) -> str:
+        return "simclr" if self.base == "simclr.yaml" else "art_ssl"
+
+
+# New method variants are one entry here (or in REMOVALS); every change to the method gets its own row.
+VARIANTS: dict[str, Variant] = {
+    "simclr": Variant("simclr.yaml", ("data.aug.preset=simclr",), True, "SimCLR, standard augmentation"),
+    "simclr_art_aug": Variant("simclr.yaml", ("data.aug.preset=art",), True, "SimCLR, colour-keeping art aug"),
+    "full_art_aug": Variant("art_ssl.yaml", ("data.aug.preset=art",), True, "full method, art aug (the old default)"),
+    "full_simclr_aug": Variant(
+        "art_ssl.yaml", ("data.aug.preset=simclr",), True, "full method, standard aug (art_ssl.yaml)"
+    ),
+    # opt-in rows (run them by name with --variants): the invariances issue 16 asks to revisit first, and
+    # positives from different regions of the painting (style is shared across a canvas, content is not)
+    **{
+        name: Variant(base, tuple(f"data.aug.{o}" for o in ov), note=note, default=False)
+        for name, base, note, ov in (
+            ("full_mild_jitter", "art_ssl.yaml", "milder jitter", ("preset=simclr", "color_jitter_strength=0.25")),
+            ("full_no_gray", "art_ssl.yaml", "jitter, no grayscale", ("preset=simclr", "grayscale_prob=0")),
+            (
+                "full_mild_no_gray",
+                "art_ssl.yaml",
+                "milder jitter, no grayscale",
+                ("preset=simclr", "color_jitter_strength=0.25", "grayscale_prob=0"),
+            ),
+            ("simclr_split", "simclr.yaml", "SimCLR, split crops", ("preset=simclr", "crop_overlap=split")),
+            ("full_split", "art_ssl.yaml", "standard aug, split crops", ("preset=simclr", "crop_overlap=split")),
+            ("full_art_split", "art_ssl.yaml", "art aug, split crops", ("preset=art", "crop_overlap=split")),
+            ("full_jitter_first", "art_ssl.yaml", "jitter on one view only", ("preset=simclr", "jitter_views=first")),
+            ("simclr_jitter_first", "simclr.yaml", "SimCLR, jitter 1 view", ("preset=simclr", "jitter_views=first")),
+        )
+    },  # fmt: skip
+}
+# Embedding-only rows: the same checkpoints (trained once, by the row named in ``reuse``) scored with the
+# parameter-free per-stage statistics (``stats``) instead of the method's default embedding.
+VARIANTS |= {
+    f"{src}_stats": dataclasses.replace(
+        VARIANTS[src], core=False, default=False, note=f"{src}'s checkpoints, stats embedding", embedding="stats",
+        reuse=src,
+    )
+    for src in ("simclr", "full_simclr_aug", "full_jitter_first", "simclr_jitter_first")
+} | {"random_stats": Variant("simclr.yaml", note="random init, stats embedding", default=False, embedding="stats",
+                             reuse="random_init")}  # fmt: skip
+# The full method minus one part, on top of --removal-base.
+REMOVALS: dict[str, tuple[str, ...]] = {
+    "fusion": ("model.fusion.enabled=false",),
+    "gram": ("model.gram.enabled=false", "loss.w_gram=0"),
+    "distill": ("loss.w_distill=0",),
+    "soft": ("loss.w_soft=0",),
+}
+
+
+def build_variants(removal_base: str) -> dict[str, Variant]:
+    """:data:`VARIANTS` plus ``no_<part>`` for every :data:`REMOVALS` entry, built on ``removal_base``."""
+    if removal_base not in VARIANTS or VARIANTS[removal_base].family != "art_ssl":
+        full = [k for k, v in VARIANTS.items() if v.family == "art_ssl"]
+        raise SystemExit(f"error: --removal-base must be one of {', '.join(full)}, got {removal_base!r}")
+    base = VARIANTS[removal_base]
+    out = dict(VARIANTS)
+    for part, ov in REMOVALS.items():
+        out[f"no_{part}"] = Variant(base.base, base.overrides + ov, False, f"{removal_base} without {part}")
+    return out
