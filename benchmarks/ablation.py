@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--unlabeled", default=str(shared / "wikiart7-unlabeled"), help="pretraining pool ('' = synthetic)")
     ap.add_argument("--labelled", default=str(shared / "wikiart7-dev"), help="CV + monitor set ('' = synthetic)")
     ap.add_argument("--variants", default="", help="comma list (default: all)")
-    ap.add_argument("--removal-base", default="full_simclr_aug", help="the full variant the no_<part> rows start from")
+    ap.add_argument("--removal-base", default="full_jitter_first", help="full variant the no_<part> rows start from")
     ap.add_argument("--epochs", type=int, default=20, help="epochs of the pool per run (equal steps for all)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--eval-size", type=int, default=0, help="kNN/linear/monitor image size (0 = --image-size)")

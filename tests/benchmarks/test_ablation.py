@@ -125,16 +125,17 @@ def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
 
 def test_plan_counts_runs_and_sums_the_estimate(tmp_path: Path, fakes: Fakes, capsys: pytest.CaptureFixture) -> None:
     res = ablation.main(["--out", str(tmp_path), "--plan", "--monitor-every", "0", *ARGS])
-    # 4 core variants x 2 seeds + 4 removals x 1 seed; synthetic pool 1400 // 16 = 87 steps/epoch x 2 epochs
-    assert res["runs"] == 12
+    # 6 core variants (3 SimCLR, 3 full) x 2 seeds + 4 removals x 1 seed; synthetic pool 1400 // 16 = 87 steps/epoch
+    # x 2 epochs
+    assert res["runs"] == 16
     steps = 2 * (1400 // 16)
     fwd = 0.5 / (3 * 2 * 16)
     per_eval = fwd * 1400 + 60
-    want = (4 * steps * 0.5 + 8 * steps * 1.0) * 1.15 + 13 * per_eval  # + the random-init row's evaluation
+    want = (6 * steps * 0.5 + 10 * steps * 1.0) * 1.15 + 17 * per_eval  # + the random-init row's evaluation
     assert res["cpu_hours"] == pytest.approx(want / 3600)
     assert "full_art_aug/seed1" in capsys.readouterr().out
     res = ablation.main(["--out", str(tmp_path), "--plan", "--core", "simclr,full_art_aug", *ARGS])
-    assert res["runs"] == 2 * 2 + 6
+    assert res["runs"] == 2 * 2 + 4 + 4  # the other 4 default rows and the removals at 1 seed
 
 
 def test_results_store_and_curves(tmp_path: Path) -> None:
