@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 synth[emb] = synthetic_monitor(a, emb)
             eval_dir = run_dir / ("eval" if emb == "auto" else f"eval_{emb}")
             rec = evaluate(str(run_dir) if v else "", a, eval_dir, synth.get(emb), emb)
-            curve = curve_of(run_dir / "metrics.jsonl") if v else []
+            curve = curve_of(run_dir / "metrics.jsonl") if v and not v.reuse else []  # reused: the source's
             store.add({"key": key, "fingerprint": fp, "variant": name, "seed": seed, "steps": meta.get("steps", 0),
                        "epochs": meta.get("epochs", 0), "pretrain_cpu_s": meta.get("cpu_s", 0.0),
                        "pretrain_wall_s": meta.get("wall_s", 0.0), "curve": curve, **rec})  # fmt: skip
@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.md:
         Path(a.md).write_text(table + "\n")
     title = f"online kNN on {Path(a.labelled).name or 'synthetic'}: {a.backbone}, {a.image_size} px, {a.epochs} epochs"
-    png = plot_curves(records, Path(a.png) if a.png else out / "curves.png", title)
+    plotted = [r for r in records if not (r["variant"] in variants and variants[r["variant"]].reuse)]
+    png = plot_curves(plotted, Path(a.png) if a.png else out / "curves.png", title)  # one curve per trained run
     if missing:
         print(f"--report: {len(missing)} planned run(s) not finished yet, left out: {', '.join(missing)}")
     print(f"{len(records)}/{len(todo)} runs done ({skipped} from {out / 'results.jsonl'}) in "

@@ -205,6 +205,7 @@ def test_embedding_rows_score_the_source_checkpoints_and_train_nothing(tmp_path:
     keys = [r["key"] for r in res["records"]]
     assert keys == ["random_init/seed0", "simclr/seed0", "simclr/seed1", "simclr_stats/seed0", "simclr_stats/seed1",
                     "random_stats/seed0"]  # fmt: skip
+    assert all(bool(r["curve"]) == (r["variant"] == "simclr") for r in res["records"][1:])  # no duplicate curves
     table = res["table"]
     # the best SimCLR baseline may be an embedding row (it scores +5 here), never the random-init one
     assert "Best SimCLR baseline (highest mean kNN top-1): **simclr_stats**" in table
