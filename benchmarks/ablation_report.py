@@ -186,14 +186,16 @@ def plot_curves(records: Sequence[dict[str, Any]], png: Path, title: str) -> Pat
     by = _by_variant(records)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drawn = 0
-    for v, rs in by.items():
+    for i, (v, rs) in enumerate(by.items()):
         curves = [dict(map(tuple, r.get("curve", []))) for r in rs]
         epochs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
         if not epochs:
             continue
         vals = [[100 * c[e] for c in curves] for e in epochs]
         mean = [sum(x) / len(x) for x in vals]
-        (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{v} ({len(rs)} seed{'s' * (len(rs) > 1)})")
+        style = ("-", "--", ":")[i // 10 % 3]  # matplotlib repeats its 10 colours: the 11th row gets dashes
+        label = f"{v} ({len(rs)} seed{'s' * (len(rs) > 1)})"
+        (line,) = ax.plot(epochs, mean, marker="o", ms=3, ls=style, label=label)
         if len(rs) > 1:
             ax.fill_between(epochs, [min(x) for x in vals], [max(x) for x in vals], color=line.get_color(), alpha=0.15)
         drawn += 1
