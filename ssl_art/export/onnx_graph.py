@@ -1,4 +1,4 @@
-"""The embedder as ONNX: ``(B, 3, S, S)`` normalised images -> ``(B, D)`` embedding (``pooled``, ``fused``, ``gram``).
+"""The embedder as ONNX: ``(B, 3, S, S)`` normalised images -> ``(B, D)`` embedding (pooled, fused, gram or stats).
 
 Exported with torch's ``dynamo`` ONNX exporter (needs the ``export`` extra: onnx, onnxscript, onnxruntime) with a
 dynamic batch axis; :func:`parity` runs the file in onnxruntime beside PyTorch and returns the max abs difference.

@@ -1,6 +1,6 @@
 """The model side of retrieval: what an embedder is, the random-init baseline, the model hash, query images.
 
-An *embedder* is anything with ``embed(x) -> {"pooled": (B, D), "fused": ..., "gram": ...}`` and a
+An *embedder* is anything with ``embed(x) -> {"pooled": (B, D), "stats": ..., "fused": ..., "gram": ...}`` and a
 ``default_embedding`` name: a pretraining method loaded from a checkpoint (``methods.load.load_method``) or
 :class:`BackboneEmbedder`, a seeded random-init timm backbone used as the no-training baseline. :func:`model_hash`
 fingerprints the weights so an index refuses queries from another model, and :func:`embed_images` embeds query
