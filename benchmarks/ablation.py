@@ -320,8 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except Stopped as e:
         print(f"stopped: {e}; rerun the same command to continue", file=sys.stderr)
     records = store.for_fingerprints(wanted)
-    family = {n: "reference" if v.reuse == "random_init" else v.family for n, v in variants.items()}
-    family["random_init"] = "reference"
+    family = {n: v.family for n, v in variants.items()} | {"random_init": "reference"}
     header = (
         f"Ablation: {a.backbone}, {a.image_size} px, batch {a.batch_size}, {a.epochs} epochs of "
         f"`{Path(a.unlabeled).name or 'synthetic'}` per run (equal optimiser steps); kNN (k=20) + linear probe, "

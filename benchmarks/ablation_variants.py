@@ -25,6 +25,9 @@ class Variant:
 
     @property
     def family(self) -> str:
+        """``reference`` (the untrained net: never a baseline candidate), ``simclr`` or ``art_ssl``."""
+        if self.reuse == "random_init":
+            return "reference"
         return "simclr" if self.base == "simclr.yaml" else "art_ssl"
 
 
