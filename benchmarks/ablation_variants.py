@@ -98,4 +98,9 @@ def build_variants(removal_base: str) -> dict[str, Variant]:
     out = dict(VARIANTS)
     for part, ov in REMOVALS.items():
         out[f"no_{part}"] = Variant(base.base, base.overrides + ov, False, f"{removal_base} without {part}")
+    # every removal that did not cost accuracy at once: what is left is the contrastive loss plus the Gram head
+    keep_gram = tuple(o for part in ("fusion", "distill", "soft") for o in REMOVALS[part])
+    out["gram_only"] = Variant(
+        base.base, base.overrides + keep_gram, False, f"{removal_base} without fusion, distill, soft", default=False
+    )
     return out
