@@ -28,6 +28,7 @@ import json
 import logging
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,50 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+HEARTBEAT_S = 30.0  # how often a running pretraining's compute so far is written to its meta file
+
+
+def write_meta(meta_file: Path, meta: dict[str, Any]) -> None:
+    """Replace ``meta_file`` atomically: a kill mid-write leaves the previous version, never a torn file."""
+    tmp = meta_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(meta_file)
+
+
+class ComputeClock:
+    """Keeps ``meta_file``'s ``cpu_s`` / ``wall_s`` current while a pretraining runs (every :data:`HEARTBEAT_S`).
+
+    A run stopped by a signal updates its meta when ``run_pretrain`` returns; one killed outright (SIGKILL, the end
+    of a session) never returns, and without the heartbeat its resumed record would count only the last session's
+    compute. With it, at most one heartbeat of compute is lost per kill.
+    """
+
+    def __init__(self, meta_file: Path, meta: dict[str, Any]) -> None:
+        self.meta_file, self.meta = meta_file, meta
+        self.c0, self.t0 = cpu_seconds(), time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def spent(self) -> dict[str, float]:
+        """This run's compute so far, earlier sessions included."""
+        return {
+            "cpu_s": self.meta["cpu_s"] + cpu_seconds() - self.c0,
+            "wall_s": self.meta.get("wall_s", 0.0) + time.time() - self.t0,
+        }
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            write_meta(self.meta_file, {**self.meta, **self.spent()})
+
+    def __enter__(self) -> ComputeClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()  # before the caller's own write: two writers would share the .tmp file
+
+
 class Stopped(Exception):
     """A pretraining stopped before its last step (signal or budget): the ablation stops too, resumable."""
 
@@ -132,19 +177,16 @@ def pretrain(cfg: PretrainConfig, meta_file: Path) -> dict[str, Any]:
     meta_file.write_text(json.dumps(meta))  # before any checkpoint: a resumed run is always checked
     resume = find_resumable(Path(cfg.run.output_dir) / "checkpoints") is not None
     run = dataclasses.replace(cfg.run, resume=resume, overwrite=not resume)
-    c0, t0 = cpu_seconds(), time.time()
-    res = run_pretrain(dataclasses.replace(cfg, run=run))
+    with ComputeClock(meta_file, meta) as clock:
+        res = run_pretrain(dataclasses.replace(cfg, run=run))
     meta.update(
-        cpu_s=meta["cpu_s"] + cpu_seconds() - c0,
-        wall_s=meta.get("wall_s", 0.0) + time.time() - t0,
+        **clock.spent(),
         sessions=meta.get("sessions", 0) + 1,
         steps=res.steps,
         epochs=round(res.epochs, 3),
         done=res.stopped == "done",
     )
-    tmp = meta_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(meta_file)
+    write_meta(meta_file, meta)
     if not meta["done"]:
         raise Stopped(f"{cfg.run.output_dir} stopped ({res.stopped}) at step {res.steps}")
     return meta

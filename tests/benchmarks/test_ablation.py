@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,40 @@ def test_pretrain_skips_a_finished_run(tmp_path: Path, fakes: Fakes) -> None:
     assert meta["done"] and meta["sessions"] == 1 and meta["steps"] == 4
     again = ablation.pretrain(cfg, tmp_path / "simclr" / "seed0.json")
     assert again == meta and len(fakes.pretrained) == 1
+
+
+def test_a_run_killed_outright_keeps_the_compute_it_spent(
+    tmp_path: Path, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL (a session's end) never lets ``run_pretrain`` return; the meta on disk must already count the compute
+    spent, so the resumed run's record is its whole cost, not the last session's."""
+    monkeypatch.setattr(ablation, "HEARTBEAT_S", 0.01, raising=False)
+    meta_file = tmp_path / "simclr" / "seed0.json"
+    seen: list[dict[str, Any]] = []
+
+    class Killed(BaseException):
+        pass
+
+    def killed_run(cfg: Any) -> FitResult:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:  # burn CPU, as a pretraining does
+            pass
+        time.sleep(0.1)  # a few heartbeats
+        seen.append(json.loads(meta_file.read_text()))
+        raise Killed  # nothing after this line runs in the driver, as with SIGKILL
+
+    monkeypatch.setattr(ablation, "run_pretrain", killed_run)
+    a = ablation.parse_args(["--out", str(tmp_path), *ARGS])
+    cfg = ablation.make_config(VARIANTS["simclr"], a, 0, tmp_path / "simclr" / "seed0", [])
+    with pytest.raises(Killed):
+        ablation.pretrain(cfg, meta_file)
+    assert seen[0]["cpu_s"] >= 0.15 and seen[0]["wall_s"] >= 0.25 and not seen[0].get("done")
+    on_disk = json.loads(meta_file.read_text())
+    assert on_disk["cpu_s"] >= 0.15  # what a resume starts from
+
+    monkeypatch.setattr(ablation, "run_pretrain", fakes.run_pretrain)  # the next session finishes the run
+    meta = ablation.pretrain(cfg, meta_file)
+    assert meta["done"] and meta["cpu_s"] >= on_disk["cpu_s"] and meta["wall_s"] >= on_disk["wall_s"]
 
 
 def test_plan_counts_runs_and_sums_the_estimate(tmp_path: Path, fakes: Fakes, capsys: pytest.CaptureFixture) -> None:
