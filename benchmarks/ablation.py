@@ -11,7 +11,10 @@ synthetic collection's style labels (should be high) and content labels (should 
 
 Resumable: each run is ``<out>/<variant>/seed<k>`` (a killed pretraining resumes from its checkpoint with
 ``run.resume``), and every finished evaluation is appended to ``<out>/results.jsonl`` with a fingerprint of its
-settings, so rerunning the same command skips what is done and continues where it stopped.
+settings, so rerunning the same command skips what is done and continues where it stopped. ``--results`` puts that
+file elsewhere: the run folders (checkpoints, hundreds of MB) stay out of git, but a tracked results file (the docs
+use ``benchmarks/results/ablation16.jsonl``) keeps the finished evaluations, so a fresh clone reports them and
+trains only what is missing.
 
     python benchmarks/ablation.py --plan              # runs and estimated CPU time (measures the step cost)
     python benchmarks/ablation.py --quick             # the whole harness on tiny synthetic data, < 2 minutes
@@ -296,6 +299,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 is faster on a busy machine)"
     )
     ap.add_argument("--out", default="")
+    ap.add_argument(
+        "--results",
+        default="",
+        help="records of finished runs (default <out>/results.jsonl); a tracked file outlives <out>",
+    )
     ap.add_argument("--md", default="", help="also write the table here (e.g. docs/ablation16_table.md)")
     ap.add_argument("--png", default="", help="learning-curve PNG (default <out>/curves.png)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant")
@@ -324,10 +332,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = plan_runs(a, variants)
     out = Path(a.out)
     trained = [r for r in runs if r[1].reuse != "random_init"]
-    costs = measure_costs(trained, a, out / "step_cost.json", lambda v: make_config(v, a, 0, Path("unused"), []))
+    results = Path(a.results) if a.results else out / "results.jsonl"
+    cost_file = results.with_name(results.stem + "_step_cost.json") if a.results else out / "step_cost.json"
+    costs = measure_costs(trained, a, cost_file, lambda v: make_config(v, a, 0, Path("unused"), []))
     if a.plan:
         return {"cpu_hours": print_plan(runs, costs, a), "runs": len(runs)}
-    store = ResultsStore(out / "results.jsonl")
+    store = ResultsStore(results)
     synth: dict[str, KnnMonitor] = {}
     efp = eval_fingerprint(a)
     wanted: dict[str, str] = {}
@@ -371,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     table = to_markdown(records, family, costs, header, baseline=a.baseline) + legend(records, variants, a)
     print(table)
+    out.mkdir(parents=True, exist_ok=True)  # a --report from a fresh clone has no run folders
     (out / "table.md").write_text(table + "\n")
     if a.md:
         Path(a.md).write_text(table + "\n")
@@ -379,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     png = plot_curves(plotted, Path(a.png) if a.png else out / "curves.png", title)  # one curve per trained run
     if missing:
         print(f"--report: {len(missing)} planned run(s) not finished yet, left out: {', '.join(missing)}")
-    print(f"{len(records)}/{len(todo)} runs done ({skipped} from {out / 'results.jsonl'}) in "
+    print(f"{len(records)}/{len(todo)} runs done ({skipped} from {results}) in "
           f"{time.time() - t_start:.0f} s; table {out / 'table.md'}; curves {png}")  # fmt: skip
     return {"records": records, "table": table, "png": str(png) if png else ""}
 

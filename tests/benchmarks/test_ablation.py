@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,19 @@ def test_killed_ablation_continues_without_redoing_finished_runs(tmp_path: Path,
     # different settings never mix with finished runs: refused with one error line
     with pytest.raises(SystemExit, match="error: .* other settings"):
         ablation.main([*out, "--set", "optim.lr=0.5"])
+
+
+def test_a_tracked_results_file_outlives_the_run_folders(tmp_path: Path, fakes: Fakes) -> None:
+    """A fresh clone has no ``--out`` folder (checkpoints are not in git): the tracked records still count as done."""
+    results = tmp_path / "tracked" / "ablation.jsonl"
+    out = ["--out", str(tmp_path / "abl"), "--results", str(results), *ARGS, "--seeds", "1", "--variants", "simclr"]
+    ablation.main(out)
+    assert results.is_file() and not (tmp_path / "abl" / "results.jsonl").exists()
+    assert (results.parent / "ablation_step_cost.json").is_file()  # the measured step costs travel with it
+    shutil.rmtree(tmp_path / "abl")  # the session's machine is gone, the run folders with it
+    fakes.pretrained.clear()
+    again = ablation.main(out)
+    assert fakes.pretrained == [] and [r["key"] for r in again["records"]] == ["random_init/seed0", "simclr/seed0"]
 
 
 def test_report_trains_nothing_and_tables_only_finished_runs(tmp_path: Path, fakes: Fakes) -> None:
