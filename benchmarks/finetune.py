@@ -57,6 +57,9 @@ def seed_budget_run(first: Path, target: Path) -> None:
         shutil.copytree(first / "checkpoints" / stage, target / "checkpoints" / stage)
 
 
+LAST_N = ["ft.mode=last_n", "ft.last_n=2"]  # the last_n row, and the expensive branch with --expensive-mode last_n
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     common += list(a.set)
     budgets = list(a.budgets)
     first = out / f"full_b{budgets[0]}"
-    mode = ["ft.mode=full"] if a.expensive_mode == "full" else ["ft.mode=last_n", "ft.last_n=2"]
+    mode = ["ft.mode=full"] if a.expensive_mode == "full" else LAST_N
     gate = [*mode, "gate.enabled=true", f"gate.cheap_epochs={a.cheap_epochs}"]
     rows = {first.name: run_row(first, [*common, *gate, f"gate.budget={budgets[0]}"])}
     split = [f"split.file={first / 'splits.json'}"]
@@ -159,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[target.name] = run_row(target, [*common, *gate, f"gate.budget={b}", *split])
     rows["linear"] = run_row(out / "linear", [*common, "ft.mode=linear", "gate.enabled=false", *split, *a.linear])
     if a.expensive_mode == "full":
-        rows["last_n"] = run_row(
-            out / "last_n", [*common, "ft.mode=last_n", "ft.last_n=2", "gate.enabled=false", *split]
-        )
+        rows["last_n"] = run_row(out / "last_n", [*common, *LAST_N, "gate.enabled=false", *split])
     lines = table(rows, budgets, a.expensive_mode)
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
