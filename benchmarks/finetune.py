@@ -6,6 +6,8 @@ Every row is a real ``main_finetune.py`` run on one shared split (the first run 
 - ``full_b<B>``: full fine-tune (= the expensive branch) + the gated head at budget ``B`` (the first budget trains
   everything; each further budget copies the finished fine-tuning and cheap-branch stages of the first run and
   resumes, so only stage 1, calibration and the measurement run again: every budget gates the same classifiers);
+  ``full_b<B>_<rule>``: the same with each further ``--calibrations`` rule (default ``shmnet``, SHMNet's fall-back
+  at ``gate.fallback_threshold``, and ``best``, the best routing on val of every rule);
 - ``linear``: heads only (``ft.mode=linear``, with ``--linear`` overrides: a fresh head on frozen features needs a
   probe's lr);
 - ``last_n``: the last 2 stages + heads (``ft.mode=last_n ft.last_n=2``).
@@ -64,9 +66,20 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def table(rows: dict[str, dict[str, Any]], budgets: list[float], expensive_mode: str = "full") -> list[str]:
+def gated_row(budget: float, calibration: str, calibrations: list[str]) -> str:
+    """Run-dir name of the gated row at ``budget`` calibrated with ``calibration`` (the first rule: ``full_b<B>``)."""
+    return f"full_b{budget}" + ("" if calibration == calibrations[0] else f"_{calibration}")
+
+
+def table(
+    rows: dict[str, dict[str, Any]],
+    budgets: list[float],
+    expensive_mode: str = "full",
+    calibrations: list[str] | None = None,
+) -> list[str]:
     """Markdown table and the goal check, from the rows' summaries (the expensive branch trained with ``ft.mode``
-    ``expensive_mode``)."""
+    ``expensive_mode``; one gated row per budget and ``gate.calibration`` rule)."""
+    cals = calibrations or ["shmnet"]
     head = (
         "| mode | trains | test top-1 | top-3 | top-5 | macro-F1 | GFLOPs/image | images/s best (median) "
         "| % to expensive (selector / fall-back) | calibration |"
@@ -96,11 +109,12 @@ def table(rows: dict[str, dict[str, Any]], budgets: list[float], expensive_mode:
         f"| cheap only (trunk + exit) | exit head | {scores(c)} | {c['gflops_per_image']:.3f} | {cheap_speed} | 0 | |"
     )
     checks = []
-    for b in budgets:
-        gate = rows[f"full_b{b}"]["gate"]
+    for cal_name, b in [(cal, b) for cal in cals for b in budgets]:
+        gate = rows[gated_row(b, cal_name, cals)]["gate"]
         g, cal = gate["test"]["gated"], gate["calibration"]
         routed = f"{_pct(g['expensive_fraction'])} ({_pct(g['selector_fraction'])} / {_pct(g['fallback_fraction'])})"
-        rule = f"{cal['calibration']}: {cal['rule_name']}, fall-back < {cal['threshold']:.2f}"
+        fall_back = "fall-back off" if cal["threshold"] <= 0 else f"fall-back < {cal['threshold']:.2f}"
+        rule = f"{cal['calibration']}: {cal['rule_name']}, {fall_back}"
         rule += "" if cal["within_budget"] else ", over budget on val"
         gspeed = f"{g['images_per_s']:.1f} ({g['images_per_s_median']:.1f})"
         lines.append(
@@ -110,7 +124,7 @@ def table(rows: dict[str, dict[str, Any]], budgets: list[float], expensive_mode:
         e_top1 = gate["test"]["expensive_only"]["top1"]
         ok = g["top1"] >= e_top1 - 0.01 and g["expensive_fraction"] <= 0.40
         checks.append(
-            f"- budget {b:.0%}: gated {_pct(g['top1'])} vs expensive {_pct(e_top1)} top-1, "
+            f"- budget {b:.0%}, {cal['calibration']}: gated {_pct(g['top1'])} vs expensive {_pct(e_top1)} top-1, "
             f"{_pct(g['expensive_fraction'])}% routed: goal {'met' if ok else 'NOT met'}"
         )
     if exp["top1"] < c["top1"]:
@@ -136,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="smoke run: configs/finetune/tiny.yaml on synthetic data")
     p.add_argument("--md", default="", help="also write the table here")
     p.add_argument(
+        "--calibrations",
+        nargs="+",
+        default=["shmnet", "best"],
+        help="gate.calibration rules: one gated row per budget each (all gate the same classifiers)",
+    )
+    p.add_argument(
         "--expensive-mode",
         choices=("full", "last_n"),
         default="full",
@@ -154,16 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     first = out / f"full_b{budgets[0]}"
     mode = ["ft.mode=full"] if a.expensive_mode == "full" else LAST_N
     gate = [*mode, "gate.enabled=true", f"gate.cheap_epochs={a.cheap_epochs}"]
-    rows = {first.name: run_row(first, [*common, *gate, f"gate.budget={budgets[0]}"])}
+    cals = list(a.calibrations)
+    rows = {first.name: run_row(first, [*common, *gate, f"gate.budget={budgets[0]}", f"gate.calibration={cals[0]}"])}
     split = [f"split.file={first / 'splits.json'}"]
-    for b in budgets[1:]:
-        target = out / f"full_b{b}"
+    for cal, b in [(cal, b) for cal in cals for b in budgets][1:]:
+        target = out / gated_row(b, cal, cals)
         seed_budget_run(first, target)
-        rows[target.name] = run_row(target, [*common, *gate, f"gate.budget={b}", *split])
+        rows[target.name] = run_row(target, [*common, *gate, f"gate.budget={b}", f"gate.calibration={cal}", *split])
     rows["linear"] = run_row(out / "linear", [*common, "ft.mode=linear", "gate.enabled=false", *split, *a.linear])
     if a.expensive_mode == "full":
         rows["last_n"] = run_row(out / "last_n", [*common, *LAST_N, "gate.enabled=false", *split])
-    lines = table(rows, budgets, a.expensive_mode)
+    lines = table(rows, budgets, a.expensive_mode, cals)
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     if a.md:

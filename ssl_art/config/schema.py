@@ -292,7 +292,7 @@ class GateCfg:
     budget: float = 0.4  # at most this fraction of val images may reach the expensive branch (selector + fall-back)
     calibration: str = "shmnet"  # rule fitted on val to the budget: shmnet (fall-back at fallback_threshold kept,
     # selector bias chosen) | selector (fall-back off) | confidence (selector off) | best (best val top-1 of all,
-    # incl. expensive-alone instead of fusion)
+    # incl. expensive-alone instead of fusion); stage 1 trains under the fall-back the rule deploys (selector: off)
     hidden_dim: int = 64  # selector / fusion MLP width
     stage1_epochs: int = 40  # selector + fusion on the frozen branches' cached outputs
     stage1_lr: float = 3e-3

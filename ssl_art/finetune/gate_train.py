@@ -8,13 +8,15 @@ of the selector on "the cheap branch is wrong" (weight ``gate.selector_weight``)
 is trained for the routing that is deployed (SHMNet's, :class:`~ssl_art.models.gated.GatedTwoBranch`): its reward
 ``1[correct] - cost * 1[expensive ran]`` scores the output each image really gets (fused if hard, expensive alone if
 it falls back, cheap otherwise) and charges every image that reaches the expensive branch, fall-backs included, and
-the budget term counts them too. :func:`calibrate` then fits the routing to the compute budget *on val* with the rule
-``gate.calibration`` names (``shmnet`` keeps the fall-back at ``gate.fallback_threshold`` and sets the selector's
-decision bias). Stage 2 optionally fine-tunes everything end to end with sampled routing on real images.
+the budget term counts them too; :func:`fit_gate` trains it under the fall-back threshold the calibration rule
+deploys. :func:`calibrate` then fits the routing to the compute budget *on val* with the rule ``gate.calibration``
+names (``shmnet`` keeps the fall-back at ``gate.fallback_threshold`` and sets the selector's decision bias). Stage 2
+optionally fine-tunes everything end to end with sampled routing on real images.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +132,52 @@ def train_stage1(gated: GatedTwoBranch, cache: BranchCache, g: GateCfg, seed: in
     return history
 
 
+def fallback_text(threshold: float) -> str:
+    """How a table names the fall-back rule at ``threshold`` (0: off, no image falls back)."""
+    return "fall-back off" if threshold <= 0 else f"fall-back < {threshold:.2f}"
+
+
+def stage1_thresholds(rule: str, fallback_threshold: float) -> tuple[float, ...]:
+    """The fall-back thresholds stage 1 trains under for ``gate.calibration`` ``rule``: the routings it can deploy.
+
+    ``shmnet`` deploys the configured fall-back; ``selector`` deploys the selector with the fall-back off (and
+    ``confidence`` switches the selector off, so how it trained does not matter); ``best`` may deploy either.
+    """
+    ths = {"shmnet": (fallback_threshold,), "best": (fallback_threshold, 0.0)}.get(rule, (0.0,))
+    return tuple(dict.fromkeys(ths))
+
+
+def fit_gate(
+    gated: GatedTwoBranch, train: BranchCache, val: BranchCache, g: GateCfg, seed: int = 0
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Stage 1 under the routing the calibration rule deploys, then :func:`calibrate` on val.
+
+    The policy must be trained for the routing it serves: REINFORCE's reward and the budget term count the images
+    that fall back at ``gated.threshold``. So stage 1 trains once per threshold of :func:`stage1_thresholds` (each
+    from the same initial weights and random state, on the cached outputs: seconds each), and the one whose
+    calibrated routing scores best on val is kept (ties: fewer routed, then the order). Returns the kept training's
+    history and its calibration, with ``stage1_fallback_threshold`` (the threshold it trained under) and
+    ``stage1_val_top1`` (each training's calibrated val top-1, by threshold).
+    """
+    init, rng = copy.deepcopy(gated.state_dict()), torch.get_rng_state()
+    kept: tuple[tuple[float, float, int], dict[str, Tensor], list[dict[str, float]], dict[str, Any]] | None = None
+    scores: dict[str, float] = {}
+    for order, th in enumerate(stage1_thresholds(g.calibration, g.fallback_threshold)):
+        gated.load_state_dict(init)
+        torch.set_rng_state(rng)
+        gated.threshold.fill_(th)
+        hist = train_stage1(gated, train, g, seed)
+        calib = calibrate(gated, val, g.budget, g.calibration, g.fallback_threshold)
+        scores[f"{th:g}"] = calib["val_top1"]
+        acc = calib["val_top1"] if calib["val_top1"] == calib["val_top1"] else -1.0
+        key = (acc, -calib["val_expensive_fraction"], -order)
+        if kept is None or key > kept[0]:
+            kept = (key, copy.deepcopy(gated.state_dict()), hist, calib | {"stage1_fallback_threshold": th})
+    assert kept is not None  # stage1_thresholds is never empty
+    gated.load_state_dict(kept[1])
+    return kept[2], kept[3] | {"stage1_val_top1": scores}
+
+
 @torch.no_grad()
 def simulate(gated: GatedTwoBranch, c: BranchCache) -> tuple[Tensor, Tensor]:
     """Inference-mode routing on cached outputs: ``(logits (N, K), routed (N,))``, identical to ``gated(x)``."""
@@ -228,7 +276,7 @@ def calibrate(
     set_rule(th, bias, fusion_on)
     logits, action, fallback = simulate_parts(gated, val)
     routed = action | fallback
-    if float(routed.float().mean()) > budget + 1e-9:
+    if int(routed.sum()) > limit:  # counts, as within_budget: a float mean of exactly the budget is not over it
         log.warning(
             "gate.calibration=%s: the fall-backs alone (cheap max prob < %.2f) route %.1f%% of val, over the budget "
             "%.1f%%; lower gate.fallback_threshold or raise gate.budget", rule, th, 100 * float(routed.float().mean()),

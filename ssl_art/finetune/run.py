@@ -36,7 +36,7 @@ from ssl_art.engine.rundir import prepare_run_dir
 from ssl_art.finetune.checks import check_ensemble_split, preflight
 from ssl_art.finetune.compute import measure_modes
 from ssl_art.finetune.ensemble import member_weights, soft_vote
-from ssl_art.finetune.gate_train import cache_outputs, calibrate, train_stage1, train_stage2
+from ssl_art.finetune.gate_train import cache_outputs, calibrate, fallback_text, fit_gate, train_stage2
 from ssl_art.finetune.labels import read_label_map, remap_collection, target_matrix
 from ssl_art.finetune.lr_decay import freeze_for_mode
 from ssl_art.finetune.model import Classifier, ModelSpec, TrunkExit, build_cheap, build_gated, load_finetuned
@@ -294,8 +294,7 @@ def _run_gate(
         gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
     )
     seed_everything(seed + 2, cfg.run.deterministic)
-    hist1 = train_stage1(gated, train_cache, g, seed)
-    calib = calibrate(gated, val_cache, g.budget, g.calibration, g.fallback_threshold)
+    hist1, calib = fit_gate(gated, train_cache, val_cache, g, seed)
     stage1 = gated  # its branches are the saved classifiers: the single-branch rows are measured on it
     hist2: list[dict[str, float]] = []
     if g.stage2_epochs > 0:
@@ -310,7 +309,8 @@ def _run_gate(
         val_cache = cache_outputs(
             gated, build_loader(val[0], eval_tf, cfg.data, train=False, seed=seed), val[1][:, 0], device
         )
-        calib = calibrate(gated, val_cache, g.budget, g.calibration, g.fallback_threshold)
+        stage1_keys = {k: v for k, v in calib.items() if k.startswith("stage1_")}
+        calib = stage1_keys | calibrate(gated, val_cache, g.budget, g.calibration, g.fallback_threshold)
     log.info("gate calibrated on val: %s", calib)
     save_checkpoint(
         out / "checkpoints" / "gated.pt",
@@ -355,7 +355,7 @@ def gate_table(table: dict[str, dict[str, Any]], calib: dict[str, Any]) -> list[
     for name, r in table.items():
         note = ""
         if name == "gated":
-            note = f"  {calib['calibration']} ({calib['rule_name']}, fallback < {calib['threshold']:.2f})"
+            note = f"  {calib['calibration']} ({calib['rule_name']}, {fallback_text(calib['threshold'])})"
             if not calib["within_budget"]:
                 note += " over budget"
         lines.append(

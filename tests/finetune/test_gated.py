@@ -5,6 +5,9 @@ budget with the rule the config names."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
@@ -12,7 +15,7 @@ from torch import Tensor, nn
 
 from ssl_art.config import GateCfg
 from ssl_art.finetune.compute import count_flops
-from ssl_art.finetune.gate_train import BranchCache, calibrate, gate_step_loss, simulate, train_stage1
+from ssl_art.finetune.gate_train import BranchCache, calibrate, fit_gate, gate_step_loss, simulate, train_stage1
 from ssl_art.finetune.model import ModelSpec, build_cheap, build_classifier, build_from_spec, build_gated
 from ssl_art.finetune.policy import MovingAverageBaseline
 from ssl_art.models.gated import ExitPool, GatedTwoBranch, confidence, split_stages
@@ -317,3 +320,44 @@ def test_selector_learns_to_rank_cheap_errors() -> None:
     pos, neg = logit[wrong], logit[~wrong]
     auc = float((pos[:, None] > neg[None, :]).float().mean())
     assert auc > 0.9
+
+
+def test_calibration_at_exactly_the_budget_is_not_reported_over_it(caplog: pytest.LogCaptureFixture) -> None:
+    # 63 of 210 routed is the budget 0.3 exactly; float32(63 / 210) > 0.3 once warned "over the budget"
+    g, _, _, _ = make(threshold=0.9)
+    val = random_cache(210, 1)
+    with caplog.at_level(logging.WARNING, logger="ssl_art.finetune.gate_train"):
+        res = calibrate(g, val, 0.3, "selector", 0.9)
+    assert res["within_budget"] and res["val_expensive_fraction"] == pytest.approx(0.3)
+    assert not [r for r in caplog.records if "over the budget" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="ssl_art.finetune.gate_train"):
+        res = calibrate(g, val, 0.3, "shmnet", 0.99)  # the fall-backs alone exceed it: that is still reported
+    assert not res["within_budget"] and any("over the budget" in r.getMessage() for r in caplog.records)
+
+
+def test_stage1_trains_under_the_fallback_the_rule_deploys() -> None:
+    cfg = GateCfg(stage1_epochs=3, stage1_batch_size=64, budget=0.4, fallback_threshold=0.9)
+    train, val = random_cache(256, 0), random_cache(100, 1)
+    # selector: deployed without fall-backs, so stage 1's reward and budget term saw none either
+    g, _, _, _ = make(threshold=0.9)
+    hist, res = fit_gate(g, train, val, replace(cfg, calibration="selector"))
+    assert res["stage1_fallback_threshold"] == 0.0 and all(h["fallback"] == 0.0 for h in hist)
+    assert res["val_fallback_fraction"] == 0.0
+    # shmnet: exactly stage 1 at the configured fall-back, then calibration (the order before fit_gate)
+    g1, _, _, _ = make(threshold=0.9)
+    g2, _, _, _ = make(threshold=0.9)
+    torch.manual_seed(5)
+    hist1, res1 = fit_gate(g1, train, val, replace(cfg, calibration="shmnet"))
+    torch.manual_seed(5)
+    hist2 = train_stage1(g2, train, replace(cfg, calibration="shmnet"))
+    res2 = calibrate(g2, val, 0.4, "shmnet", 0.9)
+    assert hist1 == hist2 and res1["val_top1"] == res2["val_top1"] and min(h["fallback"] for h in hist1) > 0
+    for a, b in zip(g1.state_dict().values(), g2.state_dict().values()):
+        assert torch.equal(a, b)
+    # best: both trainings, the better one on val is the model kept
+    g3, _, _, _ = make(threshold=0.9)
+    _, res3 = fit_gate(g3, train, val, replace(cfg, calibration="best"))
+    assert set(res3["stage1_val_top1"]) == {"0.9", "0"}
+    assert res3["val_top1"] == pytest.approx(max(res3["stage1_val_top1"].values()))
+    logits, _ = simulate(g3, val)
+    assert res3["val_top1"] == pytest.approx(float((logits.argmax(1) == val.y).float().mean()))
