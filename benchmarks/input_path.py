@@ -41,7 +41,7 @@ from ssl_art.data.cached_loader import CachedBatches  # noqa: E402
 from ssl_art.data.collection import Collection  # noqa: E402
 from ssl_art.data.dataset import ImageDataset  # noqa: E402
 from ssl_art.data.loaders import build_collection, collate  # noqa: E402
-from ssl_art.data.transforms import MultiView, build_view_transform  # noqa: E402
+from ssl_art.data.transforms import build_pretrain_transform  # noqa: E402
 from ssl_art.engine.sampler import ResumableSampler, SeededDataset  # noqa: E402
 from ssl_art.methods.registry import build_pretrain_model  # noqa: E402
 
@@ -101,7 +101,7 @@ def forever(make: Any) -> Iterator[list[torch.Tensor]]:
 
 def pil_batches(cfg: PretrainConfig, coll: Collection) -> Iterator[list[torch.Tensor]]:
     d = cfg.data
-    ds = ImageDataset(coll, MultiView(build_view_transform(d.aug, d.image_size), d.aug.n_views), d.max_image_pixels)
+    ds = ImageDataset(coll, build_pretrain_transform(d.aug, d.image_size), d.max_image_pixels)
     sampler = ResumableSampler(len(ds), cfg.run.seed)
     loader = torch.utils.data.DataLoader(
         SeededDataset(ds, cfg.run.seed),

@@ -19,7 +19,7 @@ from ssl_art import distributed
 from ssl_art.config import ConfigError, PretrainConfig, config_to_dict, validate
 from ssl_art.data.dataset import ImageDataset
 from ssl_art.data.loaders import build_collection, collate
-from ssl_art.data.transforms import MultiView, build_view_transform
+from ssl_art.data.transforms import build_pretrain_transform
 from ssl_art.engine.fast_path import apply_speed_options, prepare_cached_input
 from ssl_art.engine.hooks import EpochHook
 from ssl_art.engine.loop import FitResult, fit
@@ -139,7 +139,7 @@ def run_pretrain(cfg: PretrainConfig) -> FitResult:
         collection.bad.total,
     )
     batches = prepare_cached_input(cfg, collection, out, resolve_device(cfg.run.device))  # None: the PIL path
-    transform = MultiView(build_view_transform(d.aug, d.image_size), d.aug.n_views)
+    transform = build_pretrain_transform(d.aug, d.image_size)  # the recipe the batched path follows: every option
     dataset = ImageDataset(collection, transform, max_image_pixels=d.max_image_pixels)
     apply_speed_options(method, cfg.run.channels_last, cfg.run.compile)
     n_params = sum(p.numel() for p in method.parameters() if p.requires_grad)

@@ -106,3 +106,41 @@ def test_per_image_jitter_on_first_view_only() -> None:
     ref = build_pretrain_transform(AugCfg(preset="art", min_scale=1.0, hflip_prob=0.0), 24)(img)[0]
     torch.testing.assert_close(v1, ref)  # the second view keeps the painting's colours
     assert not torch.allclose(v0, ref)
+
+
+def test_the_per_image_pretraining_path_applies_every_view_option(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data.cache=off`` (or a collection too large to cache) trains on the PIL path: it must build the views
+    ``build_pretrain_transform`` builds (``jitter_views=first``: the second view keeps its colours), not a plain
+    ``MultiView`` that silently jitters every view."""
+    from ssl_art.config import PretrainConfig, config_from_dict
+    from ssl_art.engine import pretrain
+
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(collection: object, transform: object, **kw: object) -> None:
+        seen.append(transform)
+        raise Stop
+
+    monkeypatch.setattr(pretrain, "ImageDataset", spy)
+    aug = {"preset": "simclr", "jitter_views": "first", "color_jitter_prob": 1.0, "grayscale_prob": 1.0}
+    cfg = config_from_dict(
+        PretrainConfig,
+        {
+            "data": {"synthetic_size": 16, "synthetic_image_size": 32, "image_size": 24, "batch_size": 8,
+                     "cache": "off", "aug": aug},
+            "model": {"backbone": "test_resnet"},
+            "run": {"output_dir": str(tmp_path), "progress": False},
+        },
+    )  # fmt: skip
+    with pytest.raises(Stop):
+        pretrain.run_pretrain(cfg)
+    img = Image.fromarray(_two_colour(40, 40).permute(1, 2, 0).numpy())
+    views = seen[0](img)  # type: ignore[operator]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    spread = [float((v * std + mean).std(dim=0).mean()) for v in views]  # 0 for a grayscale view
+    assert spread[0] < 1e-6 < spread[1]  # view 0 jittered + grayscale (p = 1), view 1 keeps its colours
