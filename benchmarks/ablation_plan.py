@@ -1,7 +1,8 @@
 """Cost side of the ablation: the measured CPU seconds per optimiser step of each variant and the ``--plan`` estimate.
 
 A step is timed on a fixed random batch (forward, backward, optimiser step, EMA update) with this process's CPU
-clock, once per distinct method/model/loss (augmentation changes no step cost) and cached in ``step_cost.json``.
+clock, once per distinct method/model/loss (augmentation changes no step cost, except local multi-crop views: extra
+forwards) and cached in ``step_cost.json``.
 The plan multiplies the steps of every run by its step cost, adds 15% for data loading, and estimates the monitor's
 and the evaluation's forward passes from the same measurement (an image forward ~ 1/3 of its training step) plus
 about a minute per run for the linear probe's cross-validation: a rough guide, not a measurement.
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from ssl_art.config import PretrainConfig, config_to_dict
+from ssl_art.data.transforms import local_side
 from ssl_art.engine.fast_path import apply_speed_options
 from ssl_art.methods.registry import build_pretrain_model
 from ssl_art.runtime.device import amp_dtype, autocast
@@ -40,7 +42,9 @@ def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
     dtype = amp_dtype(cfg.run.amp, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     b, s = cfg.data.batch_size, cfg.data.image_size
-    views = [torch.randn(b, 3, s, s) for _ in range(cfg.data.aug.n_views)]
+    aug = cfg.data.aug
+    views = [torch.randn(b, 3, s, s) for _ in range(aug.n_views)]
+    views += [torch.randn(b, 3, local_side(aug, s), local_side(aug, s)) for _ in range(aug.n_local)]  # multi-crop
     times = []
     for i in range(warmup + steps):
         t0 = time.process_time()
@@ -61,7 +65,8 @@ def measure_costs(
     cache: Path,
     make_cfg: Callable[[Any], PretrainConfig],
 ) -> dict[str, float]:
-    """Step cost per variant, measured once per distinct model/loss (cached in ``cache``; augmentation is free)."""
+    """Step cost per variant, measured once per distinct model/loss (cached in ``cache``; augmentation is free but
+    for local views)."""
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     costs: dict[str, float] = {}
     for name, v, _ in runs:
@@ -72,6 +77,8 @@ def measure_costs(
         key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
                            "s": cfg.data.image_size, "threads": torch.get_num_threads(),
                            "amp": cfg.run.amp, "cl": cfg.run.channels_last})  # fmt: skip
+        if cfg.data.aug.n_local:  # local views are extra forwards: they do cost (keys without them stay as they were)
+            key += f"+{cfg.data.aug.n_local}x{local_side(cfg.data.aug, cfg.data.image_size)}"
         if key not in known:
             known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,15 @@ VARIANTS: dict[str, Variant] = {
         for pin in [("jitter_views=all",) if base == "art_ssl.yaml" else ()]
     },  # fmt: skip
 }
+# Multi-crop (issue 16's "multi-crop local views"): 4 local crops of half the side (5-25% of the canvas) per image,
+# each paired with both global views; ~1.5x the step cost at equal steps (the step-cost column reports it).
+VARIANTS |= {
+    f"{src}_mc": dataclasses.replace(
+        VARIANTS[src], overrides=VARIANTS[src].overrides + ("data.aug.n_local=4",), core=False, default=False,
+        note=f"{VARIANTS[src].note}, + 4 local views",
+    )
+    for src in ("simclr_jitter_first", "full_jitter_first")
+}  # fmt: skip
 # Embedding-only rows: the same checkpoints (trained once, by the row named in ``reuse``) scored with the
 # parameter-free per-stage statistics (``stats``) instead of the method's default embedding.
 VARIANTS |= {

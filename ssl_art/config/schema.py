@@ -31,6 +31,13 @@ class AugCfg:
     n_views: int = 2  # augmented views per image (contrastive pretraining needs >= 2)
     crop_overlap: str = "any"  # any | split: views crop disjoint halves of the canvas (shared style, not content)
     jitter_views: str = "all"  # all | first: colour jitter + grayscale on every view or on the first view only
+    max_scale: float = 1.0  # RandomResizedCrop upper scale bound of the n_views (global) views
+    # multi-crop (Caron et al. 2020): n_local small crops per image, each matched to every global view. Style is
+    # shared across a canvas, so a patch should embed like the whole painting. Locals follow jitter_views like the
+    # views after the first (first: they keep the painting's colours).
+    n_local: int = 0  # local views per image (0 = off)
+    local_size: int = 0  # their side in pixels; 0 = image_size // 2
+    local_min_scale: float = 0.05  # their crop area fraction is in [local_min_scale, min_scale]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,17 @@ def _validate_section(sec: Any, prefix: str) -> None:
         s = sec.color_jitter_strength
         _need(s >= 0.0, f"{prefix}color_jitter_strength", s, "use 0 (no jitter) or more")
         _need(sec.n_views >= 1, f"{prefix}n_views", sec.n_views, "at least 1 view per image")
+        _need(sec.min_scale <= sec.max_scale <= 1.0, f"{prefix}max_scale", sec.max_scale, "in [min_scale, 1], e.g. 1.0")
+        _need(sec.n_local >= 0, f"{prefix}n_local", sec.n_local, "0 (off) or a number of local views, e.g. 4")
+        _need(sec.local_size >= 0, f"{prefix}local_size", sec.local_size, "0 (image_size // 2) or pixels, e.g. 32")
+        if sec.n_local:
+            lo = sec.local_min_scale
+            _need(0.0 < lo <= sec.min_scale, f"{prefix}local_min_scale", lo, "in (0, min_scale], e.g. 0.05")
+            _need(sec.preset != "none", f"{prefix}preset", sec.preset, "simclr or art: local views are random crops")
+            _need(
+                sec.crop_overlap == "any", f"{prefix}crop_overlap", sec.crop_overlap, "any when n_local > 0 (locals "
+                "crop anywhere)"
+            )  # fmt: skip
     elif isinstance(sec, ModelCfg):
         for name in ("n_intermediates", "proj_hidden_dim", "proj_out_dim"):
             _need(getattr(sec, name) >= 1, f"{prefix}{name}", getattr(sec, name), "a positive integer")
@@ -111,6 +122,10 @@ def validate(cfg: Any) -> None:
     if isinstance(cfg, PretrainConfig):
         n = cfg.data.aug.n_views
         _need(n >= 2, "data.aug.n_views", n, f"{cfg.method} contrasts views of one image: use data.aug.n_views >= 2")
+        a, size = cfg.data.aug, cfg.data.image_size
+        if a.n_local:
+            side = a.local_size or size // 2
+            _need(8 <= side < size, "data.aug.local_size", side, f"in [8, data.image_size={size}): locals are smaller")
         b = cfg.data.batch_size
         _need(b >= 2, "data.batch_size", b, "contrastive pretraining needs at least 2 images per batch")
         t = cfg.loss.temperature

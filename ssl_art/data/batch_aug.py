@@ -25,7 +25,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from ssl_art.config import AugCfg
-from ssl_art.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS
+from ssl_art.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, local_side, local_view_cfg
 
 N_UNIFORMS = 40  # uniforms drawn per view; layout below
 _AREA, _RATIO = slice(0, 10), slice(10, 20)  # 10 crop attempts, as v2
@@ -246,9 +246,10 @@ class BatchAugment:
     def __init__(self, aug: AugCfg, image_size: int, normalize: bool = True) -> None:
         if aug.preset not in PRESETS:
             raise ValueError(f"unknown augmentation preset {aug.preset!r}; valid presets: {', '.join(PRESETS)}")
-        if not 0.0 < aug.min_scale <= 1.0:
-            raise ValueError(f"aug.min_scale must be in (0, 1], got {aug.min_scale}")
+        if not 0.0 < aug.min_scale <= aug.max_scale <= 1.0:
+            raise ValueError(f"aug.min_scale <= aug.max_scale must be in (0, 1], got {aug.min_scale}, {aug.max_scale}")
         self.aug, self.size, self.normalize = aug, image_size, normalize
+        self.scale = (aug.min_scale, aug.max_scale)
         self.color = color_ranges(aug.color_jitter_strength)
         self.blur_kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # as build_view_transform
 
@@ -277,10 +278,10 @@ class BatchAugment:
             boxes = center_params(height, width)
         elif a.crop_overlap == "split":  # each view crops its own half of the canvas
             region = split_regions(height, width, u[:, 0, _SPLIT], v)
-            boxes = crop_params(uu, region[:, 2], region[:, 3], (a.min_scale, 1.0))
+            boxes = crop_params(uu, region[:, 2], region[:, 3], self.scale)
             boxes[:, :2] += region[:, :2]
         else:
-            boxes = crop_params(uu, height, width, (a.min_scale, 1.0))
+            boxes = crop_params(uu, height, width, self.scale)
         out = resized_crops(x, torch.arange(b).repeat(v), boxes, t, self.size)
         if a.preset != "none":
             out = _where_rows(uu[:, _FLIP] < a.hflip_prob, out, lambda y: y.flip(-1))
@@ -321,3 +322,24 @@ class BatchAugment:
                 sel_d = sel.to(x.device)
                 x[sel_d] = fn(x[sel_d], factor)
         return x
+
+
+class MultiCropAugment:
+    """``n_views`` global views (:class:`BatchAugment`) then ``n_local`` local ones of side
+    :func:`~ssl_art.data.transforms.local_side` (:func:`~ssl_art.data.transforms.local_view_cfg`), as the per-image
+    path's :class:`~ssl_art.data.transforms.MultiView`. Uniforms ``u[:, :n_views]`` drive the global views exactly
+    as without locals, ``u[:, n_views:]`` the local ones."""
+
+    def __init__(self, aug: AugCfg, image_size: int, normalize: bool = True) -> None:
+        self.n_views = aug.n_views
+        self.globals = BatchAugment(aug, image_size, normalize)
+        self.locals = BatchAugment(local_view_cfg(aug), local_side(aug, image_size), normalize)
+
+    def __call__(self, canvas: Tensor, hw: Tensor, transposed: Tensor, u: Tensor) -> list[Tensor]:
+        v = self.n_views
+        return self.globals(canvas, hw, transposed, u[:, :v]) + self.locals(canvas, hw, transposed, u[:, v:])
+
+
+def build_batch_augment(aug: AugCfg, image_size: int) -> BatchAugment | MultiCropAugment:
+    """The batched views of ``aug``: ``aug.n_views + aug.n_local`` tensors per batch (uniform rows per sample)."""
+    return MultiCropAugment(aug, image_size) if aug.n_local else BatchAugment(aug, image_size)

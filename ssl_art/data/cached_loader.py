@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssl_art.data.batch_aug import BatchAugment, draw_uniforms, sample_seed
+from ssl_art.data.batch_aug import BatchAugment, MultiCropAugment, draw_uniforms, sample_seed
 from ssl_art.data.cache import ImageCache
 from ssl_art.data.loaders import Batch
 
@@ -37,7 +37,7 @@ class CachedBatches:
         sampler: yields keys ``epoch * n + i`` (re-iterated every epoch; ``set_epoch`` is the caller's).
         batch_size: samples per batch (incomplete last batch dropped).
         augment: the batched views.
-        n_views: views per sample.
+        n_views: views per sample (global + local: the uniform rows drawn per sample).
         seed: run seed for :func:`~ssl_art.data.batch_aug.sample_seed`.
         device: where pool, augmentation and views live.
         paths: the collection's paths (for ``batch.bad``).
@@ -51,7 +51,7 @@ class CachedBatches:
         cache: ImageCache,
         sampler: Iterable[int],
         batch_size: int,
-        augment: BatchAugment,
+        augment: BatchAugment | MultiCropAugment,
         n_views: int,
         seed: int,
         device: torch.device,

@@ -95,8 +95,8 @@ def build_view_transform(aug: AugCfg, image_size: int) -> Transform:
     """
     if aug.preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {aug.preset!r}; valid presets: {', '.join(PRESETS)}")
-    if not 0.0 < aug.min_scale <= 1.0:
-        raise ValueError(f"aug.min_scale must be in (0, 1], got {aug.min_scale}")
+    if not 0.0 < aug.min_scale <= aug.max_scale <= 1.0:
+        raise ValueError(f"aug.min_scale <= aug.max_scale must be in (0, 1], got {aug.min_scale}, {aug.max_scale}")
     for name in ("hflip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob"):
         value = getattr(aug, name)
         if not 0.0 <= value <= 1.0:
@@ -104,7 +104,7 @@ def build_view_transform(aug: AugCfg, image_size: int) -> Transform:
     if aug.preset == "none":
         return build_eval_transform(image_size)
     ops: list[v2.Transform] = [
-        v2.RandomResizedCrop(image_size, scale=(aug.min_scale, 1.0), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=(aug.min_scale, aug.max_scale), antialias=True),
         v2.RandomHorizontalFlip(aug.hflip_prob),
     ]
     if aug.preset == "simclr":
@@ -128,31 +128,58 @@ def split_halves(image: Image.Image) -> tuple[Image.Image, Image.Image]:
     return (a, b) if float(torch.rand(())) >= 0.5 else (b, a)
 
 
+def local_view_cfg(aug: AugCfg) -> AugCfg:
+    """The augmentation of the ``aug.n_local`` local views: crop area in ``[local_min_scale, min_scale]``, colour
+    jitter and grayscale as the views after the first (none under ``jitter_views='first'``)."""
+    scale = (aug.local_min_scale, aug.min_scale)
+    out = dataclasses.replace(aug, min_scale=scale[0], max_scale=scale[1], jitter_views="all", n_local=0)
+    keep = aug.jitter_views == "first" and aug.preset == "simclr"
+    return dataclasses.replace(out, color_jitter_prob=0.0, grayscale_prob=0.0) if keep else out
+
+
+def local_side(aug: AugCfg, image_size: int) -> int:
+    """Side of the local views: ``aug.local_size``, or half the global side."""
+    return aug.local_size or image_size // 2
+
+
 class MultiView:
-    """``n_views`` independent random views of a PIL image -> list of tensors ``(3, S, S)``.
+    """``n_views`` independent random views of a PIL image (then ``n_local`` local ones) -> list of ``(3, S, S)``.
 
     Args:
         transform: the single-view transform of view 0 (e.g. from :func:`build_view_transform`).
-        n_views: number of views (at least 1).
+        n_views: number of (global) views (at least 1).
         others: the transform of views 1.. (default ``transform``); ``data.aug.jitter_views=first`` gives one
             without colour jitter.
         split: crop view ``k`` from half ``k % 2`` of the canvas (:func:`split_halves`): ``data.aug.crop_overlap``.
+        local: the transform of the ``n_local`` local views that follow the global ones (multi-crop).
+        n_local: number of local views (needs ``local``).
     """
 
     def __init__(
-        self, transform: Transform, n_views: int = 2, others: Transform | None = None, split: bool = False
+        self,
+        transform: Transform,
+        n_views: int = 2,
+        others: Transform | None = None,
+        split: bool = False,
+        local: Transform | None = None,
+        n_local: int = 0,
     ) -> None:
         if n_views < 1:
             raise ValueError(f"n_views must be at least 1, got {n_views}")
+        if n_local < 0 or (n_local and local is None):
+            raise ValueError(f"n_local must be >= 0 and needs a local transform, got {n_local}")
         self.transform, self.n_views, self.split = transform, n_views, split
         self.others = others if others is not None else transform
+        self.local, self.n_local = local, n_local
 
     def __call__(self, image: Image.Image) -> list[Tensor]:
         halves = split_halves(image) if self.split else (image, image)
-        return [(self.transform if k == 0 else self.others)(halves[k % 2]) for k in range(self.n_views)]
+        views = [(self.transform if k == 0 else self.others)(halves[k % 2]) for k in range(self.n_views)]
+        return views + [self.local(image) for _ in range(self.n_local)] if self.local is not None else views
 
     def __repr__(self) -> str:
         extra = f", others={self.others!r}" if self.others is not self.transform else ""
+        extra += f", n_local={self.n_local}, local={self.local!r}" if self.n_local else ""
         return f"MultiView(n_views={self.n_views}, split={self.split}, transform={self.transform!r}{extra})"
 
 
@@ -160,10 +187,13 @@ def build_pretrain_transform(aug: AugCfg, image_size: int) -> MultiView:
     """``aug.n_views`` random views per image: the transform pretraining datasets use.
 
     ``aug.jitter_views='first'``: colour jitter and grayscale on view 0 only; ``aug.crop_overlap='split'``: every
-    view crops its own half of the canvas (two views share no pixel).
+    view crops its own half of the canvas (two views share no pixel); ``aug.n_local``: that many local views of
+    side :func:`local_side` follow (:func:`local_view_cfg`).
     """
     first = build_view_transform(aug, image_size)
     others = None
     if aug.jitter_views == "first" and aug.preset == "simclr":
         others = build_view_transform(dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0), image_size)
-    return MultiView(first, aug.n_views, others, split=aug.crop_overlap == "split" and aug.preset != "none")
+    local = build_view_transform(local_view_cfg(aug), local_side(aug, image_size)) if aug.n_local else None
+    split = aug.crop_overlap == "split" and aug.preset != "none"
+    return MultiView(first, aug.n_views, others, split=split, local=local, n_local=aug.n_local)

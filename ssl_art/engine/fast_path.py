@@ -23,7 +23,7 @@ from torch import nn
 
 from ssl_art import distributed
 from ssl_art.config import ConfigError, PretrainConfig
-from ssl_art.data.batch_aug import BatchAugment
+from ssl_art.data.batch_aug import build_batch_augment
 from ssl_art.data.cache import build_cache, cache_key, is_built, open_cache, plan_cache, stored_shape
 from ssl_art.data.cached_loader import CachedBatches
 from ssl_art.data.collection import Collection
@@ -107,7 +107,7 @@ def prepare_cached_input(
             (out / "bad_files.json").write_text(json.dumps(merged.to_dict(), indent=2))
         raise
     targets = _targets(collection, d.label_column)
-    augment = BatchAugment(d.aug, d.image_size)
+    augment = build_batch_augment(d.aug, d.image_size)
 
     def factory(sampler: Iterable[int]) -> CachedBatches:
         return CachedBatches(
@@ -115,7 +115,7 @@ def prepare_cached_input(
             sampler,
             d.batch_size,
             augment,
-            d.aug.n_views,
+            d.aug.n_views + d.aug.n_local,
             cfg.run.seed,
             device,
             collection.paths,

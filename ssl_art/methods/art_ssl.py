@@ -18,7 +18,6 @@ those intermediates, which keeps the step within a small factor of SimCLR's.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
 
@@ -31,7 +30,7 @@ from ssl_art.losses.collapse import embedding_std
 from ssl_art.losses.contrastive import InfoNCE
 from ssl_art.losses.distill import DistillLoss
 from ssl_art.losses.soft_positive import SoftPositiveLoss
-from ssl_art.methods.base import PretrainMethod, StepOutput
+from ssl_art.methods.base import PretrainMethod, StepOutput, split_views, view_pairs
 from ssl_art.models.backbone import Backbone, Features
 from ssl_art.models.build import build_backbone
 from ssl_art.models.fusion import MultiScaleFusion
@@ -214,26 +213,31 @@ class ArtSSL(PretrainMethod):
         return cosine_momentum(progress, self.ema_start, self.ema_end)
 
     def training_step(self, views: list[Tensor], progress: float) -> StepOutput:
-        """Weighted sum of the enabled terms for ``n_views >= 2`` views ``(B, 3, H, W)``.
+        """Weighted sum of the enabled terms for ``n_views >= 2`` views ``(B, 3, H, W)`` (then any smaller local
+        views: they join the NT-Xent and Gram pairs and the distillation, never the teacher or the soft positives).
 
         Metrics: ``loss/<term>`` per enabled term, ``ema_momentum``, ``fusion/w<s>`` (mean attention on scale ``s``)
         and ``emb_std`` (collapse signal of the projected embedding).
         """
         if len(views) < 2:
             raise ValueError(f"ArtSSL needs at least 2 views per image, got {len(views)} (set data.aug.n_views)")
-        b, n_views = views[0].shape[0], len(views)
-        x = torch.cat(views)
+        glob, loc = split_views(views)
+        b, n_views = views[0].shape[0], len(glob)
+        x = torch.cat(glob)
         student = self.content_encoder()
-        feats, _, scale_w, z = student.encode(x)
-        zs = z.split(b)
-        pairs = list(itertools.combinations(range(n_views), 2))
+        # one forward per view size: the global views, then the local (multi-crop) ones
+        groups = [student.encode(torch.cat(g)) for g in (glob, loc) if g]
+        scale_w = groups[0][2]
+        zs = [z for grp in groups for z in grp[3].split(b)]
+        pairs = view_pairs(n_views, len(loc))  # locals pair with every global view, never with each other
         terms: dict[str, Tensor] = {}
         if self.w_ntxent > 0:
             terms["ntxent"] = torch.stack([self.ntxent(zs[i], zs[j]) for i, j in pairs]).mean()
         if self.gram_loss is not None and self.gram_head is not None:
-            gs = self.gram_head([feats.intermediates[i] for i in self.gram_layers]).split(b)
+            head = self.gram_head
+            gs = [g for grp in groups for g in head([grp[0].intermediates[i] for i in self.gram_layers]).split(b)]
             terms["gram"] = torch.stack([self.gram_loss(gs[i], gs[j]) for i, j in pairs]).mean()
-        if self.teacher is not None:
+        if self.teacher is not None:  # the teacher sees global views only; every student view learns from it
             if self.teacher_views == "all":
                 t_views, xt = list(range(n_views)), x
             else:
@@ -243,14 +247,16 @@ class ArtSSL(PretrainMethod):
                 self.teacher_step.add_(1)
             zt = list(self.teacher(xt).split(b))  # no_grad inside; one forward for all its views
             if self.distill_loss is not None and self.predictors is not None:
-                preds = [
-                    pred(F.adaptive_avg_pool2d(feats.intermediates[i], 1).flatten(1)).split(b)
-                    for pred, i in zip(self.predictors, self.distill_layers)
-                ]
-                per_view = [[p[v] for p in preds] for v in range(n_views)]
+                per_view: list[list[Tensor]] = []
+                for grp in groups:
+                    preds = [
+                        pred(F.adaptive_avg_pool2d(grp[0].intermediates[i], 1).flatten(1)).split(b)
+                        for pred, i in zip(self.predictors, self.distill_layers)
+                    ]
+                    per_view += [[p[v] for p in preds] for v in range(len(preds[0]))]
                 terms["distill"] = self.distill_loss(per_view, zt, t_views)
-            if self.soft_loss is not None:
-                terms["soft"] = self.soft_loss(list(zs), zt, t_views, update_queue=self.training)
+            if self.soft_loss is not None:  # soft positives (and the queue) over the global views
+                terms["soft"] = self.soft_loss(zs[:n_views], zt, t_views, update_queue=self.training)
         weight = {"ntxent": self.w_ntxent, "gram": self.w_gram, "distill": self.w_distill, "soft": self.w_soft}
         loss = torch.stack([weight[k] * v.float() for k, v in terms.items()]).sum()
         metrics = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}

@@ -9,9 +9,31 @@ Everything a resume needs (teacher weights, queues) lives in registered buffers 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
+
+
+def split_views(views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """``(global, local)`` views: the leading views of ``views[0]``'s size, then the smaller multi-crop ones.
+
+    Raises:
+        ValueError: local views of mixed sizes, or a global-size view after a local one.
+    """
+    size = views[0].shape[-2:]
+    n = next((k for k, v in enumerate(views) if v.shape[-2:] != size), len(views))
+    glob, loc = views[:n], views[n:]
+    if len({tuple(v.shape[-2:]) for v in loc}) > 1:
+        raise ValueError(f"local views must share one size, got {[tuple(v.shape[-2:]) for v in loc]}")
+    return glob, loc
+
+
+def view_pairs(n_global: int, n_local: int) -> list[tuple[int, int]]:
+    """Index pairs a contrastive term averages over: every two global views, then every (global, local) pair
+    (locals are indexed after the globals; two locals are never paired, as in multi-crop)."""
+    glob = list(itertools.combinations(range(n_global), 2))
+    return glob + [(i, n_global + k) for i in range(n_global) for k in range(n_local)]
 
 
 @dataclass
@@ -40,7 +62,8 @@ class PretrainMethod(nn.Module):
         """Loss for one batch.
 
         Args:
-            views: ``n_views`` tensors of shape ``(B, 3, H, W)``, view ``v`` of sample ``i`` at row ``i``.
+            views: ``n_views`` tensors of shape ``(B, 3, H, W)``, view ``v`` of sample ``i`` at row ``i``, then
+                ``n_local`` smaller local views (multi-crop; :func:`split_views` tells them apart).
             progress: fraction of training done in ``[0, 1]`` (for schedules such as the EMA momentum).
         """
         raise NotImplementedError

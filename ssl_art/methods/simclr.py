@@ -1,12 +1,11 @@
 """SimCLR baseline (Chen et al. 2020): backbone -> lightly ``SimCLRProjectionHead`` -> lightly ``NTXentLoss``.
 
 The honest reference the art method must beat: same backbone wrapper, same data, same engine, nothing but the
-standard method. With ``n_views > 2`` every pair of views contributes (the loss is averaged over view pairs).
+standard method. With ``n_views > 2`` every pair of views contributes (the loss is averaged over view pairs); local
+multi-crop views (``data.aug.n_local``) are paired with every global view, never with each other.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 from lightly.loss import NTXentLoss
@@ -15,7 +14,7 @@ from torch import Tensor
 
 from ssl_art.config import PretrainConfig
 from ssl_art.losses.collapse import embedding_std
-from ssl_art.methods.base import PretrainMethod, StepOutput
+from ssl_art.methods.base import PretrainMethod, StepOutput, split_views, view_pairs
 from ssl_art.models.backbone import Backbone
 from ssl_art.models.build import build_backbone
 from ssl_art.models.stats import style_stats
@@ -55,9 +54,10 @@ class SimCLR(PretrainMethod):
         if len(views) < 2:
             raise ValueError(f"SimCLR needs at least 2 views per image, got {len(views)} (set data.aug.n_views)")
         b = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views)))
-        zs = z.split(b)
-        pairs = list(itertools.combinations(range(len(views)), 2))
+        glob, loc = split_views(views)
+        # one forward per view size (globals, then locals): the embeddings of every view, in order
+        zs = [z for g in (glob, loc) if g for z in self.projection_head(self.backbone(torch.cat(g))).split(b)]
+        pairs = view_pairs(len(glob), len(loc))
         loss = sum(self.criterion(zs[i], zs[j]) for i, j in pairs) / len(pairs)
         assert isinstance(loss, Tensor)
         return StepOutput(loss, {"loss/ntxent": float(loss.detach()), "emb_std": embedding_std(zs[0])})

@@ -261,3 +261,38 @@ def test_embedding_rows_score_the_source_checkpoints_and_train_nothing(tmp_path:
     assert "`random_stats`: random init, stats embedding; `eval.embedding=stats` on the `random_init` runs" in table
     again = ablation.main([*out, "--variants", "simclr,simclr_stats,random_stats", "--removal-seeds", "2"])
     assert len(again["records"]) == 6 and fakes.pretrained == []
+
+
+def test_local_views_are_part_of_the_measured_step_cost(tmp_path: Path) -> None:
+    import argparse
+    import unittest.mock
+
+    from ssl_art.config import PretrainConfig, config_from_dict
+
+    def cfg(n_local: int) -> PretrainConfig:
+        data = {"image_size": 32, "batch_size": 8, "aug": {"n_local": n_local}}
+        return config_from_dict(PretrainConfig, {"data": data, "model": {"backbone": "test_resnet"}})
+
+    seen: list[int] = []
+    original = ablation_plan.build_pretrain_model
+
+    def spy(c: PretrainConfig) -> Any:
+        m = original(c)
+        step = m.training_step
+        m.training_step = lambda views, p: (seen.append(len(views)), step(views, p))[1]  # type: ignore[method-assign]
+        return m
+
+    with unittest.mock.patch.object(ablation_plan, "build_pretrain_model", spy):
+        ablation_plan.step_cost(cfg(3), steps=1, warmup=0)
+    assert seen == [5]  # 2 global + 3 local views timed
+    calls: list[int] = []
+
+    def fake_cost(c: PretrainConfig, **kw: Any) -> float:
+        calls.append(c.data.aug.n_local)
+        return 1.0 + c.data.aug.n_local
+
+    cache = tmp_path / "cost.json"
+    with unittest.mock.patch.object(ablation_plan, "step_cost", fake_cost):
+        costs = ablation_plan.measure_costs([("plain", 0, 0), ("mc", 3, 0)], argparse.Namespace(plan=True), cache, cfg)
+    assert calls == [0, 3] and costs == {"plain": 1.0, "mc": 4.0}  # measured apart, not shared with the plain row
+    assert len(json.loads(cache.read_text())) == 2

@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ssl_art.config import AugCfg
 from ssl_art.data import batch_aug as ba
-from ssl_art.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ssl_art.data.transforms import IMAGENET_MEAN, IMAGENET_STD, local_view_cfg
 
 N = 4000
 
@@ -35,7 +35,9 @@ def _ours(h: int, w: int, scale: tuple[float, float], n: int) -> np.ndarray:
     return ba.crop_params(u, hh, ww, scale).numpy().astype(np.float64)
 
 
-@pytest.mark.parametrize(("h", "w", "scale"), [(37, 49, (0.25, 1.0)), (40, 40, (0.08, 1.0)), (37, 37, (0.9, 1.0))])
+@pytest.mark.parametrize(
+    ("h", "w", "scale"), [(37, 49, (0.25, 1.0)), (40, 40, (0.08, 1.0)), (37, 37, (0.9, 1.0)), (48, 40, (0.05, 0.25))]
+)
 def test_crop_scale_aspect_and_position_match_v2(h: int, w: int, scale: tuple[float, float]) -> None:
     ref, ours = _v2_boxes(h, w, scale, N), _ours(h, w, scale, N)
     for name, a, b in [
@@ -117,7 +119,8 @@ def test_jitter_ranges_are_those_of_the_per_image_path() -> None:
 def _reference_view(canvas: torch.Tensor, hw: tuple[int, int], u: torch.Tensor, aug: AugCfg, size: int) -> torch.Tensor:
     """One view the plain way: v2 functional ops one after the other, parameters read from the same uniforms."""
     h, w = hw
-    top, left, ch, cw = ba.crop_params(u[None], torch.tensor([h]), torch.tensor([w]), (aug.min_scale, 1.0))[0].tolist()
+    scale = (aug.min_scale, aug.max_scale)
+    top, left, ch, cw = ba.crop_params(u[None], torch.tensor([h]), torch.tensor([w]), scale)[0].tolist()
     x = TF.resized_crop(canvas.float() / 255, top, left, ch, cw, [size, size], antialias=True)
     if u[22] < aug.hflip_prob:
         x = TF.horizontal_flip(x)
@@ -150,6 +153,29 @@ def test_batched_pipeline_equals_per_sample_reference(preset: str) -> None:
         for k in range(b):
             ref = _reference_view(canvas[k], (26, 34), u[k, v], aug, size)
             assert (views[v][k] - ref).abs().mean() < 0.02, (v, k)  # resample filter differs slightly on shrink
+
+
+@pytest.mark.parametrize("jitter_views", ["all", "first"])
+def test_multicrop_globals_unchanged_and_locals_equal_the_per_sample_reference(jitter_views: str) -> None:
+    aug = AugCfg(preset="simclr", min_scale=0.3, jitter_views=jitter_views, n_local=3, local_min_scale=0.1)
+    size, b = 24, 8
+    canvas = (torch.stack([_smooth(26, 34, s) for s in range(b)]) * 255).round().to(torch.uint8)
+    hw, tr = torch.tensor([[26, 34]] * b), torch.zeros(b, dtype=torch.bool)
+    seeds = list(range(100, 100 + b))
+    u = ba.draw_uniforms(seeds, 2 + 3)
+    torch.testing.assert_close(u[:, :2], ba.draw_uniforms(seeds, 2))  # more rows per sample: the first ones stay
+    views = ba.build_batch_augment(aug, size)(canvas, hw, tr, u)
+    assert [tuple(v.shape[-2:]) for v in views] == [(24, 24)] * 2 + [(12, 12)] * 3  # local_size 0: half the side
+    alone = ba.BatchAugment(dataclasses.replace(aug, n_local=0), size)(canvas, hw, tr, u[:, :2])
+    for v in range(2):
+        torch.testing.assert_close(views[v], alone[v])  # adding locals leaves the global views as they were
+    local = local_view_cfg(aug)
+    assert (local.min_scale, local.max_scale) == (0.1, 0.3)
+    assert (local.color_jitter_prob == 0.0) == (jitter_views == "first")  # 'first': locals keep the colours
+    for j in range(3):
+        for k in range(b):
+            ref = _reference_view(canvas[k], (26, 34), u[k, 2 + j], local, 12)
+            assert (views[2 + j][k] - ref).abs().mean() < 0.03, (j, k)
 
 
 def test_views_depend_only_on_the_sample_seed() -> None:
