@@ -46,6 +46,7 @@ from benchmarks.ablation_report import ResultsStore, curve_of, plot_curves, to_m
 from benchmarks.ablation_variants import Variant, build_variants  # noqa: E402
 from ssl_art.checkpoint import find_resumable  # noqa: E402
 from ssl_art.config import (  # noqa: E402
+    AugCfg,
     ConfigError,
     DataCfg,
     LinearConfig,
@@ -98,9 +99,18 @@ def make_config(variant: Variant, a: argparse.Namespace, seed: int, run_dir: Pat
         raise SystemExit(f"error: {e}") from e
 
 
+# data.aug keys added after records were kept (multi-crop): they enter the fingerprint only when one of them is off
+# its default, so every record written before they existed still matches its run
+LATER_AUG_KEYS = ("max_scale", "n_local", "local_size", "local_min_scale")
+
+
 def pretrain_fingerprint(cfg: PretrainConfig) -> str:
     """Every setting that changes the trained weights (not where they go, nor how often they are logged)."""
     d = config_to_dict(cfg)
+    aug, default = d["data"]["aug"], dataclasses.asdict(AugCfg())
+    if all(aug[k] == default[k] for k in LATER_AUG_KEYS):
+        for k in LATER_AUG_KEYS:
+            del aug[k]
     for k in ("output_dir", "resume", "overwrite", "progress", "log_every"):
         d["run"].pop(k, None)
     for k in ("num_workers", "cache_dir"):  # where the decoded pool is kept changes no weight

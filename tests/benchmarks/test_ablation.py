@@ -296,3 +296,19 @@ def test_local_views_are_part_of_the_measured_step_cost(tmp_path: Path) -> None:
         costs = ablation_plan.measure_costs([("plain", 0, 0), ("mc", 3, 0)], argparse.Namespace(plan=True), cache, cfg)
     assert calls == [0, 3] and costs == {"plain": 1.0, "mc": 4.0}  # measured apart, not shared with the plain row
     assert len(json.loads(cache.read_text())) == 2
+
+
+def test_the_tracked_records_still_match_their_runs(tmp_path: Path) -> None:
+    """A config key added later (at its default) must not orphan the records in ``benchmarks/results``: the docs'
+    ``--report`` command still finds every one of them (it reads no image and trains nothing)."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ablation16.jsonl"
+    if not results.is_file():
+        pytest.skip("no tracked records in this checkout")
+    names = "simclr_jitter_first,full_jitter_first,gram_only,no_fusion,no_distill,no_soft,no_gram"
+    keys = {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
+    expected = {k for k in keys if k.split("/")[0] in names.split(",") + ["random_init"]}
+    argv = ["--threads", "1", "--out", str(tmp_path), "--results", str(results), "--report", "--seeds", "3",
+            "--removal-seeds", "3", "--core", "simclr_jitter_first,full_jitter_first", "--baseline",
+            "simclr_jitter_first", "--variants", names, "--set", "run.amp=bf16", "run.channels_last=true"]  # fmt: skip
+    found = {r["key"] for r in ablation.main(argv)["records"]}
+    assert found == expected, sorted(expected - found)
