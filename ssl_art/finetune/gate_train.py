@@ -279,8 +279,8 @@ def calibrate(
     if int(routed.sum()) > limit:  # counts, as within_budget: a float mean of exactly the budget is not over it
         log.warning(
             "gate.calibration=%s: the fall-backs alone (cheap max prob < %.2f) route %.1f%% of val, over the budget "
-            "%.1f%%; lower gate.fallback_threshold or raise gate.budget", rule, th, 100 * float(routed.float().mean()),
-            100 * budget,
+            "%.1f%%; lower gate.fallback_threshold, raise gate.budget, or set gate.calibration=best", rule, th,
+            100 * float(routed.float().mean()), 100 * budget,
         )  # fmt: skip
     return result | {
         "calibration": rule,
