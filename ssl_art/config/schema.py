@@ -35,7 +35,7 @@ class AugCfg:
     # multi-crop (Caron et al. 2020): n_local small crops per image, each matched to every global view. Style is
     # shared across a canvas, so a patch should embed like the whole painting. Locals follow jitter_views like the
     # views after the first (first: they keep the painting's colours).
-    n_local: int = 0  # local views per image (0 = off)
+    n_local: int = 0  # multi-crop: small local views per image, each paired with every global view (0 = off)
     local_size: int = 0  # their side in pixels; 0 = image_size // 2
     local_min_scale: float = 0.05  # their crop area fraction is in [local_min_scale, min_scale]
 
