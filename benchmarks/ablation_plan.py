@@ -44,7 +44,8 @@ def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
     b, s = cfg.data.batch_size, cfg.data.image_size
     aug = cfg.data.aug
     views = [torch.randn(b, 3, s, s) for _ in range(aug.n_views)]
-    views += [torch.randn(b, 3, local_side(aug, s), local_side(aug, s)) for _ in range(aug.n_local)]  # multi-crop
+    side = local_side(aug, s)
+    views += [torch.randn(b, 3, side, side) for _ in range(aug.n_local)]  # multi-crop
     times = []
     for i in range(warmup + steps):
         t0 = time.process_time()

@@ -128,13 +128,17 @@ def split_halves(image: Image.Image) -> tuple[Image.Image, Image.Image]:
     return (a, b) if float(torch.rand(())) >= 0.5 else (b, a)
 
 
+def keep_colours(aug: AugCfg) -> AugCfg:
+    """``aug`` without colour jitter and grayscale: the views after the first under ``jitter_views='first'``."""
+    return dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0)
+
+
 def local_view_cfg(aug: AugCfg) -> AugCfg:
     """The augmentation of the ``aug.n_local`` local views: crop area in ``[local_min_scale, min_scale]``, colour
     jitter and grayscale as the views after the first (none under ``jitter_views='first'``)."""
     scale = (aug.local_min_scale, aug.min_scale)
     out = dataclasses.replace(aug, min_scale=scale[0], max_scale=scale[1], jitter_views="all", n_local=0)
-    keep = aug.jitter_views == "first" and aug.preset == "simclr"
-    return dataclasses.replace(out, color_jitter_prob=0.0, grayscale_prob=0.0) if keep else out
+    return keep_colours(out) if aug.jitter_views == "first" and aug.preset == "simclr" else out
 
 
 def local_side(aug: AugCfg, image_size: int) -> int:
@@ -193,7 +197,7 @@ def build_pretrain_transform(aug: AugCfg, image_size: int) -> MultiView:
     first = build_view_transform(aug, image_size)
     others = None
     if aug.jitter_views == "first" and aug.preset == "simclr":
-        others = build_view_transform(dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0), image_size)
+        others = build_view_transform(keep_colours(aug), image_size)
     local = build_view_transform(local_view_cfg(aug), local_side(aug, image_size)) if aug.n_local else None
     split = aug.crop_overlap == "split" and aug.preset != "none"
     return MultiView(first, aug.n_views, others, split=split, local=local, n_local=aug.n_local)

@@ -132,6 +132,11 @@ def train_stage1(gated: GatedTwoBranch, cache: BranchCache, g: GateCfg, seed: in
     return history
 
 
+def _rank(top1: float, routed: float, order: int) -> tuple[float, float, int]:
+    """Sort key of a candidate routing on val: higher top-1 (NaN lowest), then fewer routed, then the earlier."""
+    return (top1 if top1 == top1 else -1.0, -routed, -order)
+
+
 def fallback_text(threshold: float) -> str:
     """How a table names the fall-back rule at ``threshold`` (0: off, no image falls back)."""
     return "fall-back off" if threshold <= 0 else f"fall-back < {threshold:.2f}"
@@ -169,8 +174,7 @@ def fit_gate(
         hist = train_stage1(gated, train, g, seed)
         calib = calibrate(gated, val, g.budget, g.calibration, g.fallback_threshold)
         scores[f"{th:g}"] = calib["val_top1"]
-        acc = calib["val_top1"] if calib["val_top1"] == calib["val_top1"] else -1.0
-        key = (acc, -calib["val_expensive_fraction"], -order)
+        key = _rank(calib["val_top1"], calib["val_expensive_fraction"], order)
         if kept is None or key > kept[0]:
             kept = (key, copy.deepcopy(gated.state_dict()), hist, calib | {"stage1_fallback_threshold": th})
     assert kept is not None  # stage1_thresholds is never empty
@@ -262,21 +266,22 @@ def calibrate(
         return float((logits.argmax(1)[keep] == val.y[keep]).float().mean()) if keep.any() else float("nan")
 
     result: dict[str, Any] = {}
-    best: tuple[float, int, int] | None = None
+    best: tuple[float, float, int] | None = None
     chosen = (rules[0], 1.0)
     for order, (name, r_th, bias) in enumerate(rules):
         for fusion_on in fusions:
             set_rule(r_th, bias, fusion_on)
             acc, k = val_top1(simulate(gated, val)[0]), n_routed(r_th, bias)
             result[f"val_top1/{name}/{'fused' if fusion_on else 'expensive'}"] = acc
-            key = (acc if acc == acc else -1.0, -k, -order)
+            key = _rank(acc, k, order)
             if best is None or key > best:
                 best, chosen = key, ((name, r_th, bias), fusion_on)
     (name, th, bias), fusion_on = chosen
     set_rule(th, bias, fusion_on)
     logits, action, fallback = simulate_parts(gated, val)
     routed = action | fallback
-    if int(routed.sum()) > limit:  # counts, as within_budget: a float mean of exactly the budget is not over it
+    fits = int(routed.sum()) <= limit  # counts: a float mean of exactly the budget is not over it
+    if not fits:
         log.warning(
             "gate.calibration=%s: the fall-backs alone (cheap max prob < %.2f) route %.1f%% of val, over the budget "
             "%.1f%%; lower gate.fallback_threshold, raise gate.budget, or set gate.calibration=best", rule, th,
@@ -288,7 +293,7 @@ def calibrate(
         "threshold": th,
         "decision_bias": bias,
         "fusion_on": fusion_on,
-        "within_budget": bool(int(routed.sum()) <= limit),
+        "within_budget": fits,
         "val_expensive_fraction": float(routed.float().mean()),
         "val_selector_fraction": float(action.float().mean()),
         "val_fallback_fraction": float(fallback.float().mean()),
