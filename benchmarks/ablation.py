@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ablation_plan import fingerprint, measure_costs, print_plan  # noqa: E402
+from benchmarks.ablation_plan import collection_id, fingerprint, measure_costs, print_plan  # noqa: E402
 from benchmarks.ablation_report import ResultsStore, curve_of, plot_curves, to_markdown  # noqa: E402
 from benchmarks.ablation_variants import Variant, build_variants  # noqa: E402
 from ssl_art.checkpoint import find_resumable  # noqa: E402
@@ -115,6 +115,7 @@ def pretrain_fingerprint(cfg: PretrainConfig) -> str:
         d["run"].pop(k, None)
     for k in ("num_workers", "cache_dir"):  # where the decoded pool is kept changes no weight
         d["data"].pop(k, None)
+    d["data"]["path"], d["monitor"]["path"] = collection_id(d["data"]["path"]), collection_id(d["monitor"]["path"])
     return fingerprint(d)
 
 
@@ -206,8 +207,8 @@ def pretrain(cfg: PretrainConfig, meta_file: Path) -> dict[str, Any]:
 
 
 def eval_fingerprint(a: argparse.Namespace) -> dict[str, Any]:
-    keys = ("labelled", "folds", "eval_size", "image_size", "linear_epochs", "synthetic", "synthetic_size")
-    return {k: getattr(a, k) for k in keys}
+    keys = ("folds", "eval_size", "image_size", "linear_epochs", "synthetic", "synthetic_size")
+    return {k: getattr(a, k) for k in keys} | {"labelled": collection_id(a.labelled)}
 
 
 def synthetic_monitor(a: argparse.Namespace, embedding: str) -> KnnMonitor:

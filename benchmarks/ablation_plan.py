@@ -11,6 +11,7 @@ about a minute per run for the linear probe's cross-validation: a rough guide, n
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import time
@@ -29,6 +30,18 @@ from ssl_art.runtime.device import amp_dtype, autocast
 
 def fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def collection_id(path: str) -> str:
+    """A collection by what it holds, not where it lies: its folder name, file count and a digest of every file's
+    relative path and size. The same collection checked out elsewhere (another machine, CI) keeps its records; a
+    changed one (a file added, removed or rewritten to another size) does not. ``''`` (synthetic) stays ``''``."""
+    if not path:
+        return ""
+    root = Path(path)
+    files = sorted((str(f.relative_to(root)), f.stat().st_size) for f in root.rglob("*") if f.is_file())
+    return f"{root.name}:{len(files)}:{fingerprint(files)}"
 
 
 def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:

@@ -304,6 +304,8 @@ def test_the_tracked_records_still_match_their_runs(tmp_path: Path) -> None:
     results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ablation16.jsonl"
     if not results.is_file():
         pytest.skip("no tracked records in this checkout")
+    if not Path(ablation.parse_args([]).labelled).is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
     names = "simclr_jitter_first,full_jitter_first,gram_only,no_fusion,no_distill,no_soft,no_gram"
     keys = {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
     expected = {k for k in keys if k.split("/")[0] in names.split(",") + ["random_init"]}
@@ -312,3 +314,24 @@ def test_the_tracked_records_still_match_their_runs(tmp_path: Path) -> None:
             "simclr_jitter_first", "--variants", names, "--set", "run.amp=bf16", "run.channels_last=true"]  # fmt: skip
     found = {r["key"] for r in ablation.main(argv)["records"]}
     assert found == expected, sorted(expected - found)
+
+
+def test_a_records_identity_does_not_depend_on_where_the_collection_lies(tmp_path: Path) -> None:
+    """CI checks the repository out in another folder: a run's fingerprint must name the collection by what it holds
+    (before, it held the absolute path, so no tracked record matched there), and still change when the files do."""
+    here, there = tmp_path / "a" / "wikiart7-dev", tmp_path / "b" / "elsewhere" / "wikiart7-dev"
+    for root in (here, there):
+        (root / "Baroque").mkdir(parents=True)
+        (root / "Baroque" / "x.jpg").write_bytes(b"12345")
+        (root / "labels.csv").write_text("path,label\n")
+
+    def fingerprints(labelled: Path) -> tuple[dict[str, Any], str]:
+        a = ablation.parse_args(["--unlabeled", str(labelled), "--labelled", str(labelled)])
+        cfg = ablation.make_config(VARIANTS["simclr_jitter_first"], a, 0, tmp_path / "run", [])
+        return ablation.eval_fingerprint(a), ablation.pretrain_fingerprint(cfg)
+
+    assert fingerprints(here) == fingerprints(there)
+    ablation_plan.collection_id.cache_clear()
+    (there / "Baroque" / "y.jpg").write_bytes(b"1")
+    assert fingerprints(here)[0] != fingerprints(there)[0]
+    assert fingerprints(here)[1] != fingerprints(there)[1]
