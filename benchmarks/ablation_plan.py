@@ -93,11 +93,16 @@ def measure_costs(
                            "amp": cfg.run.amp, "cl": cfg.run.channels_last})  # fmt: skip
         if cfg.data.aug.n_local:  # local views are extra forwards: they do cost (keys without them stay as they were)
             key += f"+{cfg.data.aug.n_local}x{local_side(cfg.data.aug, cfg.data.image_size)}"
-        if key not in known:
-            known[key] = step_cost(cfg, steps=1 if a.plan else 3)  # --plan: one timed step (+1 warmup) per model
+        if a.plan and key not in known:  # a rough guide: one timed step, never cached (the table needs a real one)
+            key = f"plan:{key}"
+            if key not in known:
+                known[key] = step_cost(cfg, steps=1)
+        if key in known:
+            costs[name] = known[key]
+        else:
+            known[key] = costs[name] = step_cost(cfg, steps=3, warmup=2)  # a process's first steps run slow
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(known, indent=1))
-        costs[name] = known[key]
+            cache.write_text(json.dumps({k: c for k, c in known.items() if not k.startswith("plan:")}, indent=1))
     return costs
 
 

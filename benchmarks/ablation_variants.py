@@ -79,6 +79,19 @@ VARIANTS |= {
     )
     for src in ("simclr_jitter_first", "full_jitter_first")
 }  # fmt: skip
+# The terms' weights and the EMA horizon (issue 16's "weight of each term", "longer EMA horizons"), on the full
+# method with one-view jitter: the auxiliary terms at a quarter of their weight (does the plain contrastive term
+# need more of the backbone?), and the teacher's momentum starting at 0.996 instead of 0.99.
+VARIANTS |= {
+    name: dataclasses.replace(
+        VARIANTS["full_jitter_first"], overrides=VARIANTS["full_jitter_first"].overrides + ov, core=False,
+        default=False, note=note,
+    )
+    for name, ov, note in (
+        ("full_light_aux", ("loss.w_gram=0.125", "loss.w_distill=0.125", "loss.w_soft=0.125"), "aux terms x 1/4"),
+        ("full_ema_long", ("loss.ema_momentum=0.996",), "EMA momentum from 0.996"),
+    )
+}  # fmt: skip
 # Embedding-only rows: the same checkpoints (trained once, by the row named in ``reuse``) scored with the
 # parameter-free per-stage statistics (``stats``) instead of the method's default embedding.
 VARIANTS |= {

@@ -293,7 +293,7 @@ def test_local_views_are_part_of_the_measured_step_cost(tmp_path: Path) -> None:
 
     cache = tmp_path / "cost.json"
     with unittest.mock.patch.object(ablation_plan, "step_cost", fake_cost):
-        costs = ablation_plan.measure_costs([("plain", 0, 0), ("mc", 3, 0)], argparse.Namespace(plan=True), cache, cfg)
+        costs = ablation_plan.measure_costs([("plain", 0, 0), ("mc", 3, 0)], argparse.Namespace(plan=False), cache, cfg)
     assert calls == [0, 3] and costs == {"plain": 1.0, "mc": 4.0}  # measured apart, not shared with the plain row
     assert len(json.loads(cache.read_text())) == 2
 
@@ -335,3 +335,28 @@ def test_a_records_identity_does_not_depend_on_where_the_collection_lies(tmp_pat
     (there / "Baroque" / "y.jpg").write_bytes(b"1")
     assert fingerprints(here)[0] != fingerprints(there)[0]
     assert fingerprints(here)[1] != fingerprints(there)[1]
+
+
+def test_the_plans_one_step_guess_is_never_the_reported_step_cost(tmp_path: Path) -> None:
+    """``--plan`` times one step per model; before, it cached that guess and the real run then reported it as the
+    measured step cost (a cold process's single step ran 1.19 CPU-s where three warm ones run 0.7-0.8)."""
+    import argparse
+    import unittest.mock
+
+    from ssl_art.config import PretrainConfig, config_from_dict
+
+    def cfg(_: Any) -> PretrainConfig:
+        return config_from_dict(PretrainConfig, {"data": {"image_size": 32}, "model": {"backbone": "test_resnet"}})
+
+    steps: list[int] = []
+
+    def fake_cost(c: PretrainConfig, **kw: Any) -> float:
+        steps.append(kw["steps"])
+        return 9.0 if kw["steps"] == 1 else 1.0
+
+    cache, runs = tmp_path / "cost.json", [("a", 0, 0), ("b", 0, 0)]
+    with unittest.mock.patch.object(ablation_plan, "step_cost", fake_cost):
+        assert ablation_plan.measure_costs(runs, argparse.Namespace(plan=True), cache, cfg) == {"a": 9.0, "b": 9.0}
+        assert not cache.exists() and steps == [1]  # timed once for the shared model, kept nowhere
+        assert ablation_plan.measure_costs(runs, argparse.Namespace(plan=False), cache, cfg) == {"a": 1.0, "b": 1.0}
+    assert steps == [1, 3] and list(json.loads(cache.read_text()).values()) == [1.0]
