@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-logo  # import direction: [importlinter] contracts in setup.cfg
 
 typecheck: $(STAMP)
-	$(BIN)/mypy ssl_art
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -64,7 +64,7 @@ def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
         t0 = time.process_time()
         with autocast(torch.device("cpu"), dtype):
             out = method.training_step(views, i / (warmup + steps))
-        out.loss.backward()  # type: ignore[no-untyped-call]
+        out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         method.after_optimizer_step(i / (warmup + steps))

@@ -147,7 +147,7 @@ def lightly_loop(cfg: PretrainConfig, coll: Collection, device: torch.device) ->
     import timm
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
-    from lightly.transforms import SimCLRTransform
+    from lightly.transforms.simclr_transform import SimCLRTransform
     from PIL import Image
 
     d, a = cfg.data, cfg.data.aug

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        clf, idx, files = (Path(args.classifier), Path(args.index), [])
+        files: list[Path] = []
+        clf, idx = Path(args.classifier), Path(args.index)
         if not args.classifier or not args.index:
             clf, idx, files = build_fixture(t, args.works_per_class, args.image_size, args.backbone)
         uploads = [f.read_bytes() for f in files[:: max(1, len(files) // 8)]] or [_png()]
