@@ -26,13 +26,16 @@ trains only what is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +171,24 @@ class ComputeClock:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()  # before the caller's own write: two writers would share the .tmp file
+
+
+@contextlib.contextmanager
+def run_lock(path: Path, key: str) -> Iterator[None]:
+    """Exclusive lock on one run for as long as this process works on it: two lanes started on overlapping
+    ``--variants`` lists (or both needing ``random_init``) never train or evaluate the same run twice; the second
+    waits, then finds the record. The kernel drops the lock when a process dies, so a kill never leaves it held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another lane is on it, waiting", key)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Stopped(Exception):
@@ -370,18 +391,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if a.report:
                 missing.append(key)
                 continue
-            meta = pretrain(make_config(v, a, seed, run_dir, []), out / src / f"seed{seed}.json") if v else {}
-            if a.synthetic and emb not in synth:
-                synth[emb] = synthetic_monitor(a, emb)
-            eval_dir = run_dir / ("eval" if emb == "auto" else f"eval_{emb}")
-            rec = evaluate(str(run_dir) if v else "", a, eval_dir, synth.get(emb), emb)
-            curve = curve_of(run_dir / "metrics.jsonl") if v and not v.reuse else []  # reused: the source's
-            store.add({"key": key, "fingerprint": fp, "variant": name, "seed": seed, "steps": meta.get("steps", 0),
-                       "epochs": meta.get("epochs", 0), "pretrain_cpu_s": meta.get("cpu_s", 0.0),
-                       "pretrain_wall_s": meta.get("wall_s", 0.0), "curve": curve, **rec})  # fmt: skip
-            log.info("%s: kNN %.3f linear %.3f", key, rec["knn_top1"], rec["linear_top1"])
+            with run_lock(out / src / f"seed{seed}.lock", key):
+                store.reload()  # another lane may have finished it while this one waited
+                if store.done(key, fp):
+                    skipped += 1
+                    continue
+                meta = pretrain(make_config(v, a, seed, run_dir, []), out / src / f"seed{seed}.json") if v else {}
+                if a.synthetic and emb not in synth:
+                    synth[emb] = synthetic_monitor(a, emb)
+                eval_dir = run_dir / ("eval" if emb == "auto" else f"eval_{emb}")
+                rec = evaluate(str(run_dir) if v else "", a, eval_dir, synth.get(emb), emb)
+                curve = curve_of(run_dir / "metrics.jsonl") if v and not v.reuse else []  # reused: the source's
+                store.add({"key": key, "fingerprint": fp, "variant": name, "seed": seed, "steps": meta.get("steps", 0),
+                           "epochs": meta.get("epochs", 0), "pretrain_cpu_s": meta.get("cpu_s", 0.0),
+                           "pretrain_wall_s": meta.get("wall_s", 0.0), "curve": curve, **rec})  # fmt: skip
+                log.info("%s: kNN %.3f linear %.3f", key, rec["knn_top1"], rec["linear_top1"])
     except Stopped as e:
         print(f"stopped: {e}; rerun the same command to continue", file=sys.stderr)
+    store.reload()  # the table counts what other lanes finished too
     records = store.for_fingerprints(wanted)
     family = {n: v.family for n, v in variants.items()} | {"random_init": "reference"}
     header = (

@@ -33,8 +33,12 @@ class ResultsStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again: lanes running side by side append to it."""
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:  # a line torn by a kill: that run is simply redone

@@ -360,3 +360,34 @@ def test_the_plans_one_step_guess_is_never_the_reported_step_cost(tmp_path: Path
         assert not cache.exists() and steps == [1]  # timed once for the shared model, kept nowhere
         assert ablation_plan.measure_costs(runs, argparse.Namespace(plan=False), cache, cfg) == {"a": 1.0, "b": 1.0}
     assert steps == [1, 3] and list(json.loads(cache.read_text()).values()) == [1.0]
+
+
+def test_two_lanes_on_the_same_runs_do_each_run_once(
+    tmp_path: Path, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ablations started together on overlapping ``--variants``: before, both evaluated ``random_init`` (and
+    would both train a shared row); now the second waits on the run's lock and then finds its record."""
+    import threading
+
+    out = ["--out", str(tmp_path / "abl"), *ARGS, "--seeds", "1", "--variants", "simclr"]
+    inside, release = threading.Event(), threading.Event()
+    evaluate = fakes.evaluate
+
+    def slow_evaluate(checkpoint: str, *args: Any, **kw: Any) -> dict[str, Any]:
+        inside.set()
+        assert release.wait(10)
+        return evaluate(checkpoint, *args, **kw)
+
+    monkeypatch.setattr(ablation, "evaluate", slow_evaluate)
+    results: list[dict[str, Any]] = []
+    lanes = [threading.Thread(target=lambda: results.append(ablation.main(out))) for _ in range(2)]
+    lanes[0].start()
+    assert inside.wait(10)  # lane 1 is evaluating random_init
+    lanes[1].start()
+    time.sleep(0.5)  # lane 2 reaches random_init and waits on it
+    release.set()
+    for t in lanes:
+        t.join(30)
+    assert fakes.evaluated.count("") == 1 and [k for k, _ in fakes.pretrained] == ["simclr/seed0"]
+    assert len(fakes.evaluated) == 2
+    assert [len(r["records"]) for r in results] == [2, 2]  # each lane's table has both runs
