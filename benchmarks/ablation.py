@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.ablation_plan import collection_id, fingerprint, measure_costs, print_plan  # noqa: E402
 from benchmarks.ablation_report import ResultsStore, curve_of, plot_curves, to_markdown  # noqa: E402
 from benchmarks.ablation_variants import Variant, build_variants  # noqa: E402
-from ssl_art.checkpoint import find_resumable  # noqa: E402
+from ssl_art.checkpoint import atomic_write_bytes, find_resumable  # noqa: E402
 from ssl_art.config import (  # noqa: E402
     AugCfg,
     ConfigError,
@@ -420,9 +420,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = to_markdown(records, family, costs, header, baseline=a.baseline) + legend(records, variants, a)
     print(table)
     out.mkdir(parents=True, exist_ok=True)  # a --report from a fresh clone has no run folders
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_bytes(out / "table.md", (table + "\n").encode())
     if a.md:
-        Path(a.md).write_text(table + "\n")
+        atomic_write_bytes(Path(a.md), (table + "\n").encode())
     title = f"online kNN on {Path(a.labelled).name or 'synthetic'}: {a.backbone}, {a.image_size} px, {a.epochs} epochs"
     plotted = [r for r in records if not (r["variant"] in variants and variants[r["variant"]].reuse)]
     png = plot_curves(plotted, Path(a.png) if a.png else out / "curves.png", title)  # one curve per trained run

@@ -13,6 +13,7 @@ variant (mean over seeds, min-max band).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_art.checkpoint import atomic_write_bytes
 from ssl_art.eval.stats import Interval, mean_std, paired_bootstrap_ci, paired_differences
 
 
@@ -215,9 +217,8 @@ def plot_curves(records: Sequence[dict[str, Any]], png: Path, title: str) -> Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, png)  # never a half-written PNG in docs/
+    atomic_write_bytes(png, buf.getvalue())  # never a half-written PNG in docs/, nor two lanes on one temp file
     return png
