@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ssl_art.checkpoint import atomic_write_bytes
 from ssl_art.config import PretrainConfig, config_to_dict
 from ssl_art.data.transforms import local_side
 from ssl_art.engine.fast_path import apply_speed_options
@@ -83,6 +84,7 @@ def measure_costs(
     for local views)."""
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     costs: dict[str, float] = {}
+    guesses: dict[str, float] = {}  # --plan's, per model
     for name, v, _ in runs:
         if name in costs:
             continue
@@ -93,16 +95,15 @@ def measure_costs(
                            "amp": cfg.run.amp, "cl": cfg.run.channels_last})  # fmt: skip
         if cfg.data.aug.n_local:  # local views are extra forwards: they do cost (keys without them stay as they were)
             key += f"+{cfg.data.aug.n_local}x{local_side(cfg.data.aug, cfg.data.image_size)}"
-        if a.plan and key not in known:  # a rough guide: one timed step, never cached (the table needs a real one)
-            key = f"plan:{key}"
-            if key not in known:
-                known[key] = step_cost(cfg, steps=1)
         if key in known:
             costs[name] = known[key]
+        elif a.plan:  # a rough guide: one timed step, never cached (the table needs a real measurement)
+            if key not in guesses:
+                guesses[key] = step_cost(cfg, steps=1)
+            costs[name] = guesses[key]
         else:
             known[key] = costs[name] = step_cost(cfg, steps=3, warmup=2)  # a process's first steps run slow
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({k: c for k, c in known.items() if not k.startswith("plan:")}, indent=1))
+            atomic_write_bytes(cache, json.dumps(known, indent=1).encode())
     return costs
 
 
