@@ -342,6 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plan", action="store_true", help="print the runs and an estimated CPU time, run nothing")
     ap.add_argument("--quick", action="store_true", help="tiny synthetic end-to-end proof of the harness")
     ap.add_argument("--baseline", default="", help="SimCLR row the differences are against (default: best kNN)")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="table's pretraining time (wall: GPU runs)")
     ap.add_argument("--report", action="store_true", help="table + curves from the finished runs only, train nothing")
     a = ap.parse_args(argv)
     if a.quick:
@@ -417,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{a.folds}-fold CV on `{Path(a.labelled).name or 'synthetic'}` at {a.eval_size or a.image_size} px; "
         "mean +- std over seeds (each seed: mean over folds). Synthetic: kNN on style / content labels."
     )
-    table = to_markdown(records, family, costs, header, baseline=a.baseline) + legend(records, variants, a)
+    table = to_markdown(records, family, costs, header, baseline=a.baseline, clock=a.clock)
+    table += legend(records, variants, a)
     print(table)
     out.mkdir(parents=True, exist_ok=True)  # a --report from a fresh clone has no run folders
     atomic_write_bytes(out / "table.md", (table + "\n").encode())

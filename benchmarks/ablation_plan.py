@@ -1,7 +1,8 @@
 """Cost side of the ablation: the measured CPU seconds per optimiser step of each variant and the ``--plan`` estimate.
 
 A step is timed on a fixed random batch (forward, backward, optimiser step, EMA update) with this process's CPU
-clock, once per distinct method/model/loss (augmentation changes no step cost, except local multi-crop views: extra
+clock (on a GPU, ``run.device`` resolving to cuda: wall seconds between synchronisations, the GPU being the cost),
+once per distinct method/model/loss (augmentation changes no step cost, except local multi-crop views: extra
 forwards) and cached in ``step_cost.json``.
 The plan multiplies the steps of every run by its step cost, adds 15% for data loading, and estimates the monitor's
 and the evaluation's forward passes from the same measurement (an image forward ~ 1/3 of its training step) plus
@@ -26,7 +27,7 @@ from ssl_art.config import PretrainConfig, config_to_dict
 from ssl_art.data.transforms import local_side
 from ssl_art.engine.fast_path import apply_speed_options
 from ssl_art.methods.registry import build_pretrain_model
-from ssl_art.runtime.device import amp_dtype, autocast
+from ssl_art.runtime.device import amp_dtype, autocast, resolve_device, synchronize
 
 
 def fingerprint(obj: Any) -> str:
@@ -46,31 +47,36 @@ def collection_id(path: str) -> str:
 
 
 def step_cost(cfg: PretrainConfig, steps: int = 2, warmup: int = 1) -> float:
-    """CPU seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median.
+    """Seconds per optimiser step on a fixed random batch (forward, backward, step, EMA update), median.
 
-    Under the run's ``run.amp`` (bf16 autocast on a CPU that has it) and ``run.channels_last``, as the engine runs it.
+    On ``run.device``, under the run's ``run.amp`` (bf16 autocast on a CPU that has it) and ``run.channels_last``, as
+    the engine runs it: this process's CPU seconds on the CPU, wall seconds between synchronisations on a GPU.
     """
     torch.manual_seed(0)
-    method = build_pretrain_model(cfg).train()
+    dev = resolve_device(cfg.run.device)
+    method = build_pretrain_model(cfg).to(dev).train()
     apply_speed_options(method, cfg.run.channels_last, False)  # in place
-    dtype = amp_dtype(cfg.run.amp, torch.device("cpu"))
+    dtype = amp_dtype(cfg.run.amp, dev)
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     b, s = cfg.data.batch_size, cfg.data.image_size
     aug = cfg.data.aug
-    views = [torch.randn(b, 3, s, s) for _ in range(aug.n_views)]
+    views = [torch.randn(b, 3, s, s, device=dev) for _ in range(aug.n_views)]
     side = local_side(aug, s)
-    views += [torch.randn(b, 3, side, side) for _ in range(aug.n_local)]  # multi-crop
+    views += [torch.randn(b, 3, side, side, device=dev) for _ in range(aug.n_local)]  # multi-crop
+    clock = time.process_time if dev.type == "cpu" else time.perf_counter
     times = []
     for i in range(warmup + steps):
-        t0 = time.process_time()
-        with autocast(torch.device("cpu"), dtype):
+        synchronize(dev)
+        t0 = clock()
+        with autocast(dev, dtype):
             out = method.training_step(views, i / (warmup + steps))
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         method.after_optimizer_step(i / (warmup + steps))
+        synchronize(dev)
         if i >= warmup:
-            times.append(time.process_time() - t0)
+            times.append(clock() - t0)
     return sorted(times)[len(times) // 2]
 
 
@@ -93,6 +99,8 @@ def measure_costs(
         key = fingerprint({k: d[k] for k in ("method", "model", "loss")} | {"b": cfg.data.batch_size,
                            "s": cfg.data.image_size, "threads": torch.get_num_threads(),
                            "amp": cfg.run.amp, "cl": cfg.run.channels_last})  # fmt: skip
+        if (dev := resolve_device(cfg.run.device).type) != "cpu":  # a GPU's cost is another clock (CPU keys unchanged)
+            key += f"@{dev}"
         if cfg.data.aug.n_local:  # local views are extra forwards: they do cost (keys without them stay as they were)
             key += f"+{cfg.data.aug.n_local}x{local_side(cfg.data.aug, cfg.data.image_size)}"
         if key in known:

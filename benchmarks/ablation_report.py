@@ -125,22 +125,26 @@ def to_markdown(
     header: str,
     n_boot: int = 10_000,
     baseline: str = "",
+    clock: str = "cpu",
 ) -> str:
     """The results table: one row per variant (records order), differences against the best SimCLR baseline.
 
     Args:
         records: finished runs (``variant``, ``seed``, ``knn_top1``/``linear_top1`` and their ``*_folds``...).
         family: variant -> ``simclr`` | ``art_ssl`` | ``reference`` (picks the baseline candidates).
-        step_cost: variant -> measured CPU seconds per optimiser step.
+        step_cost: variant -> measured seconds per optimiser step (CPU seconds, or wall seconds on a GPU).
         header: a paragraph on the settings, printed above the table.
         n_boot: bootstrap resamples.
         baseline: the SimCLR row to compare against; ``""`` = :func:`best_baseline` (highest mean kNN top-1).
+        clock: ``cpu`` (the CPU runs: process CPU time) or ``wall`` (GPU runs, where CPU time measures nothing useful):
+            which pretraining time the table reports, and how its cost columns are labelled.
     """
     by = _by_variant(records)
     base_name = baseline if baseline in by else best_baseline(records, family)
     how = "chosen with --baseline" if baseline in by else "highest mean kNN top-1"
     base = by.get(base_name, []) if base_name else []
     simclr_cost = step_cost.get("simclr")
+    unit, spent = ("wall", "pretrain_wall_s") if clock == "wall" else ("CPU", "pretrain_cpu_s")
     lines = [
         header,
         "",
@@ -148,14 +152,14 @@ def to_markdown(
         "(same seed, same folds) with a two-stage bootstrap 95% interval over seeds, then folds (seeds x folds "
         "pairs in brackets); * = interval excludes 0.",
         "",
-        "| variant | seeds | steps | step CPU-s (x simclr) | pretrain CPU-min | kNN top-1 | linear top-1 | "
+        f"| variant | seeds | steps | step {unit}-s (x simclr) | pretrain {unit}-min | kNN top-1 | linear top-1 | "
         f"d kNN vs {base_name or 'baseline'} | d linear | synth style kNN | synth content kNN |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v, rs in by.items():
         cost = step_cost.get(v)
         ratio = f" (x{cost / simclr_cost:.2f})" if cost and simclr_cost else ""
-        cpu_min = sum(float(r.get("pretrain_cpu_s", 0.0)) for r in rs) / 60 / max(1, len(rs))  # per run
+        cpu_min = sum(float(r.get(spent, 0.0)) for r in rs) / 60 / max(1, len(rs))  # per run
         is_base = v == base_name
         d_knn = "baseline" if is_base else _ci(paired_interval(rs, base, "knn_top1", n_boot)) if base else "-"
         d_lin = "baseline" if is_base else _ci(paired_interval(rs, base, "linear_top1", n_boot)) if base else "-"

@@ -243,6 +243,16 @@ def test_table_numbers_are_the_records_statistics() -> None:
     assert "-10.0 [-10.0, -10.0] (1x2) *" in art
 
 
+def test_a_gpu_table_reports_wall_time_not_cpu_time() -> None:
+    # a GPU run's process CPU time says little about its cost: --clock wall tables the recorded wall time
+    recs = [{**_rec("simclr", 0, [0.3, 0.3]), "pretrain_cpu_s": 600.0, "pretrain_wall_s": 120.0}]
+    family = {"simclr": "simclr"}
+    cpu = to_markdown(recs, family, {"simclr": 0.5}, "h", n_boot=10)
+    wall = to_markdown(recs, family, {"simclr": 0.5}, "h", n_boot=10, clock="wall")
+    assert "step CPU-s (x simclr) | pretrain CPU-min" in cpu and "| 10.0 |" in cpu
+    assert "step wall-s (x simclr) | pretrain wall-min" in wall and "| 2.0 |" in wall and "| 10.0 |" not in wall
+
+
 def test_embedding_rows_score_the_source_checkpoints_and_train_nothing(tmp_path: Path, fakes: Fakes) -> None:
     out = ["--out", str(tmp_path / "abl"), *ARGS, "--seeds", "2", "--core", "simclr"]
     ablation.main([*out, "--variants", "simclr"])
