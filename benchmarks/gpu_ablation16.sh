@@ -24,7 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 DATA=${DATA:-data_local}
-OUT=${OUT:-runs/gpu_ablation16_out$( [ "${SMOKE:-0}" = 1 ] && echo _smoke )}  # the device tool sets OUT: it comes back
+SUFFIX=""; [ "${SMOKE:-0}" != 1 ] || SUFFIX=_smoke
+OUT=${OUT:-runs/gpu_ablation16_out$SUFFIX}  # the device tool sets OUT: what is written there comes back
 BUDGET=${BUDGET:-520}                  # seconds of training + evaluation before the report
 VARIANTS=${VARIANTS:-simclr_jitter_first,full_jitter_first,simclr,full_simclr_aug,no_fusion,no_gram,no_distill,no_soft}
 RES="$OUT/ablation16_gpu112px.jsonl"
