@@ -105,6 +105,8 @@ def measure_costs(
             key += f"+{cfg.data.aug.n_local}x{local_side(cfg.data.aug, cfg.data.image_size)}"
         if key in known:
             costs[name] = known[key]
+        elif getattr(a, "report", False):  # a report measures nothing: made elsewhere (a CPU tabling GPU runs), this
+            continue  # machine's step would be another machine's cost under its label; the table shows '-'
         elif a.plan:  # a rough guide: one timed step, never cached (the table needs a real measurement)
             if key not in guesses:
                 guesses[key] = step_cost(cfg, steps=1)

@@ -12,8 +12,9 @@
 #       --no-compile --no-cache-dir --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site \
 #       PYTHONUNBUFFERED=1 && bash benchmarks/gpu_ablation16.sh")
 #
-# Then copy the returned ablation16_gpu112px.jsonl to benchmarks/results/ and make the table from a CPU machine:
-#   python benchmarks/ablation.py <the ARGS below, with DATA=data_local> --report --clock wall --md ... --png ...
+# Then copy the returned ablation16_gpu112px.jsonl and its _step_cost.json to benchmarks/results/, and table.md and
+# curves.png to docs/ (ablation16_gpu112px_table.md, img/ablation16_gpu112px_curves.png): keep the table made on
+# the device. A --report rerun on a CPU never re-times a step; the GPU's step costs are keyed to cuda and show '-'.
 #
 # Rows, in the order they run (a run cut by the budget resumes on the next call, from the records carried back in
 # benchmarks/results/): the best SimCLR baseline and the full method first, then standard SimCLR and the full method

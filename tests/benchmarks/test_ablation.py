@@ -370,6 +370,10 @@ def test_the_plans_one_step_guess_is_never_the_reported_step_cost(tmp_path: Path
         assert not cache.exists() and steps == [1]  # timed once for the shared model, kept nowhere
         assert ablation_plan.measure_costs(runs, argparse.Namespace(plan=False), cache, cfg) == {"a": 1.0, "b": 1.0}
     assert steps == [1, 3] and list(json.loads(cache.read_text()).values()) == [1.0]
+    # a report times nothing: on another machine (a CPU tabling GPU runs) its step would be mislabelled
+    with unittest.mock.patch.object(ablation_plan, "step_cost", fake_cost):
+        assert ablation_plan.measure_costs(runs, argparse.Namespace(plan=False, report=True), tmp_path / "x", cfg) == {}
+    assert steps == [1, 3] and not (tmp_path / "x").exists()
 
 
 def test_two_lanes_on_the_same_runs_do_each_run_once(
