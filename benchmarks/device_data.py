@@ -6,9 +6,9 @@ pixels (square in, square out: the sources are 224x224 letterboxed) into the git
 ``labels.csv`` where there is one. The default 132 px is above what a 112-px run ever reads: the decode-once cache
 stores a shorter side of ``ceil(1.15 x 112) = 129`` px and the evaluation resizes to 112 before its centre crop, so a
 112-px run sees the same pixels, resampled twice. Unreadable files are skipped and counted; every file is written
-whole (temporary name, then rename), so a killed run leaves no torn JPEG, and a rerun skips what exists.
+whole (``atomic_write_bytes``), so a killed run leaves no torn JPEG, and a rerun skips what exists.
 
-    python benchmarks/device_data.py                     # ../shared/data/* -> data_local/* (~29 MiB at 132 px)
+    python benchmarks/device_data.py                     # ../shared/data/* -> data_local/* (35 MiB at 132 px)
     # then benchmarks/gpu_ablation16.sh (its header: the wheels to carry and the device call)
 """
 
@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
+import sys
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+sys.path.insert(0, str(ROOT))
+
+from ssl_art.checkpoint import atomic_write_bytes  # noqa: E402
+from ssl_art.data.collection import is_image_file  # noqa: E402
+
 COLLECTIONS = ("wikiart7-unlabeled", "wikiart7-dev")
 
 
@@ -36,17 +40,18 @@ def shrink(src: Path, dst: Path, side: int, quality: int) -> bool:
         im.save(buf, "JPEG", quality=quality)
     except (OSError, UnidentifiedImageError, ValueError):
         return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(dst)
+    atomic_write_bytes(dst, buf.getvalue())
     return True
 
 
 def copy_collection(src: Path, dst: Path, side: int, quality: int) -> dict[str, int]:
     """Every image under ``src`` into ``dst`` (same relative path, ``.jpg``), plus ``labels.csv`` when present."""
+    images = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p.name))
+    labels = src / "labels.csv"
+    if labels.is_file() and any(p.suffix.lower() != ".jpg" for p in images):  # the copies are .jpg: paths would break
+        raise SystemExit(f"error: {src} has non-JPEG images its labels.csv names; convert them first")
     done = skipped = bad = 0
-    for f in sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXT):
+    for f in images:
         out = (dst / f.relative_to(src)).with_suffix(".jpg")
         if out.is_file():
             skipped += 1
@@ -54,10 +59,8 @@ def copy_collection(src: Path, dst: Path, side: int, quality: int) -> dict[str, 
             done += 1
         else:
             bad += 1
-    if (src / "labels.csv").is_file():
-        if any(p.suffix.lower() != ".jpg" for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXT):
-            raise SystemExit(f"error: {src} has non-JPEG images its labels.csv names; convert them first")
-        shutil.copyfile(src / "labels.csv", dst / "labels.csv")
+    if labels.is_file():
+        atomic_write_bytes(dst / "labels.csv", labels.read_bytes())
     return {"written": done, "already there": skipped, "unreadable": bad}
 
 
